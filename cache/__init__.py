@@ -1,0 +1,92 @@
+"""Cached answers to "which Clerk organizations is this user in, with which role?".
+
+App code calls the module-level functions, which use one process-wide
+`MembershipCache` built from the environment on first use (``REDIS_URL``,
+``CLERK_SECRET_KEY``, ``CLERK_API_URL``, ``USER_ORGS_TTL_SECONDS``). Code that
+wants its own clients builds a `MembershipCache` and, optionally, installs it
+with `set_default_cache`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from cache.clerk import ClerkClient
+from cache.config import Settings
+from cache.connections import cache_redis
+from cache.contract import Membership
+from cache.errors import (
+    CacheUnavailable,
+    ClerkAuthError,
+    ClerkCacheError,
+    ClerkError,
+    ClerkNotFound,
+    ClerkUnavailable,
+    ConfigError,
+    InvalidId,
+)
+from cache.membership_cache import MembershipCache
+
+__all__ = [
+    "CacheUnavailable",
+    "ClerkAuthError",
+    "ClerkCacheError",
+    "ClerkClient",
+    "ClerkError",
+    "ClerkNotFound",
+    "ClerkUnavailable",
+    "ConfigError",
+    "InvalidId",
+    "Membership",
+    "MembershipCache",
+    "build_cache",
+    "default_cache",
+    "get_cached_user_org_memberships",
+    "get_user_org_membership",
+    "invalidate_user_org_memberships",
+    "set_default_cache",
+]
+
+_default: MembershipCache | None = None
+_default_lock = threading.Lock()
+
+
+def build_cache(settings: Settings) -> MembershipCache:
+    """A cache with its own fail-fast Redis client and Clerk session."""
+    return MembershipCache(
+        cache_redis(settings.redis_url),
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        ttl_seconds=settings.user_orgs_ttl_seconds,
+    )
+
+
+def default_cache() -> MembershipCache:
+    """The process-wide cache, built from the environment on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = build_cache(Settings.from_env())
+    return _default
+
+
+def set_default_cache(cache: MembershipCache | None) -> None:
+    """Install ``cache`` for the module-level functions (None: rebuild from env next time)."""
+    global _default
+    with _default_lock:
+        _default = cache
+
+
+def get_cached_user_org_memberships(user_id: str) -> list[Membership]:
+    """All of the user's memberships, from Redis when cached, else from Clerk."""
+    return default_cache().get_memberships(user_id)
+
+
+def get_user_org_membership(user_id: str, organization_id: str) -> Membership | None:
+    """The user's membership in one organization, or None if not a member."""
+    return default_cache().get_membership(user_id, organization_id)
+
+
+def invalidate_user_org_memberships(user_id: str) -> None:
+    """Drop the user's cached memberships now (raises CacheUnavailable if Redis is down)."""
+    default_cache().invalidate(user_id)

@@ -1,0 +1,160 @@
+"""A small client for the parts of Clerk's Backend API this cache needs.
+
+Why not Clerk's SDK: we need exact control of paging (Clerk's ``limit`` defaults to
+10), timeouts (never infinite), 429 handling within a bounded budget, and error
+translation into our own hierarchy at this boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from cache.contract import check_org_id, check_user_id
+from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
+
+PAGE_LIMIT = 500  # Clerk's maximum page size
+MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop
+
+
+class ClerkClient:
+    """Calls Clerk with one reused ``requests.Session`` and bounded retries.
+
+    ``session`` can be injected (tests, custom transports). Retries: a 429 waits for
+    ``Retry-After`` (capped), a connection error, timeout or 5xx backs off briefly;
+    after ``max_attempts`` or past ``retry_budget_s`` it raises ClerkUnavailable.
+    """
+
+    def __init__(
+        self,
+        secret_key: str,
+        api_url: str = "https://api.clerk.com",
+        *,
+        session: requests.Session | None = None,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 5.0,
+        max_attempts: int = 4,
+        retry_budget_s: float = 10.0,
+        max_retry_after_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._base = api_url.rstrip("/") + "/v1"
+        self._session = session or requests.Session()
+        self._auth = {"Authorization": f"Bearer {secret_key}", "Accept": "application/json"}
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._max_attempts = max_attempts
+        self._retry_budget_s = retry_budget_s
+        self._max_retry_after_s = max_retry_after_s
+        self._sleep = sleep
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ClerkClient({self._base!r})"
+
+    def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
+        """All of a user's organization memberships, every page."""
+        return self._list_all(f"/users/{check_user_id(user_id)}/organization_memberships")
+
+    def list_org_memberships(self, org_id: str) -> list[dict[str, Any]]:
+        """All memberships of an organization, every page."""
+        return self._list_all(f"/organizations/{check_org_id(org_id)}/memberships")
+
+    def get_organization(self, org_id: str) -> dict[str, Any]:
+        body = self._get(f"/organizations/{check_org_id(org_id)}", {})
+        if not isinstance(body, dict):
+            raise ClerkUnavailable("Clerk answered an organization that is not a JSON object")
+        return body
+
+    def _list_all(self, path: str) -> list[dict[str, Any]]:
+        """Page with the largest limit until ``total_count`` is reached.
+
+        Memberships are de-duplicated by id, since a concurrent change in Clerk can
+        shift offsets between pages.
+        """
+        seen: dict[str, dict[str, Any]] = {}
+        offset = 0
+        for _ in range(MAX_PAGES):
+            body = self._get(path, {"limit": PAGE_LIMIT, "offset": offset})
+            if not isinstance(body, dict):
+                raise ClerkUnavailable("Clerk answered a list that is not a JSON object")
+            data, total = body.get("data"), body.get("total_count")
+            if not isinstance(data, list) or not isinstance(total, int) or isinstance(total, bool):
+                raise ClerkUnavailable("Clerk answered a list without data/total_count")
+            for item in data:
+                if not isinstance(item, dict):
+                    raise ClerkUnavailable("Clerk answered a list element that is not an object")
+                seen[str(item.get("id", len(seen)))] = item
+            offset += len(data)
+            if not data or offset >= total:
+                return list(seen.values())
+        raise ClerkUnavailable(f"Clerk list did not end after {MAX_PAGES} pages")
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        deadline = time.monotonic() + self._retry_budget_s
+        url = self._base + path
+        last: ClerkUnavailable | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._session.get(url, params=params, headers=self._auth, timeout=self._timeout)
+            except requests.RequestException as exc:
+                last = ClerkUnavailable(f"Clerk unreachable: {type(exc).__name__}")
+                last.__cause__ = exc
+                wait = 0.05 * 2**attempt
+            else:
+                outcome = self._interpret(response)
+                if not isinstance(outcome, _Retry):
+                    return outcome
+                last, wait = outcome.error, outcome.wait
+            if attempt == self._max_attempts or time.monotonic() + wait > deadline:
+                break
+            self._sleep(wait)
+        assert last is not None
+        raise last
+
+    def _interpret(self, response: requests.Response) -> Any:
+        """The parsed body, a `_Retry`, or a raised non-retryable ClerkError."""
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json()
+            except ValueError:
+                return _Retry(ClerkUnavailable("Clerk answered a body that is not JSON", status), 0.1)
+        if status == 429:
+            return _Retry(ClerkUnavailable("Clerk rate limit (429) persisted", status), self._retry_after(response))
+        if status >= 500:
+            return _Retry(ClerkUnavailable(f"Clerk answered {status}", status), 0.2)
+        if status in (401, 403):
+            raise ClerkAuthError(
+                f"Clerk rejected CLERK_SECRET_KEY ({status}): check that it is the secret key of this instance",
+                status,
+            )
+        if status == 404:
+            raise ClerkNotFound("Clerk does not know this resource (404)", status)
+        raise ClerkError(f"Clerk answered {status}: {_clerk_message(response)}", status)
+
+    def _retry_after(self, response: requests.Response) -> float:
+        try:
+            seconds = float(response.headers.get("Retry-After", "1"))
+        except ValueError:
+            seconds = 1.0
+        return min(max(seconds, 0.0), self._max_retry_after_s)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A retryable failure: the error to raise if no attempt is left, and the wait before the next."""
+
+    error: ClerkUnavailable
+    wait: float
+
+
+def _clerk_message(response: requests.Response) -> str:
+    """The first error message of Clerk's error JSON, for a readable exception."""
+    try:
+        errors = response.json().get("errors") or []
+        return str(errors[0].get("message", ""))[:200]
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return "unreadable error body"

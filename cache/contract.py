@@ -1,0 +1,168 @@
+"""The Redis data contract shared with other services (some in TypeScript).
+
+This module alone owns key names and the stored JSON, so that nothing else in the
+project can drift from what other readers expect:
+
+- ``user-orgs:<userId>`` -> JSON array of
+  ``{"organizationId","organizationSlug","organizationName","imageUrl","role"}``
+  (``[]`` for a user in no org), expiring after ``USER_ORGS_TTL_SECONDS``.
+
+Everything else below (leases, the org index, intake bookkeeping) lives under other
+prefixes, so a plain ``GET user-orgs:<id>`` reader never has to understand it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cache.errors import InvalidId
+
+USER_ORGS_PREFIX = "user-orgs:"
+LEASE_PREFIX = "user-orgs-lease:"
+ORG_INDEX_PREFIX = "org-users:"
+SEEN_EVENT_PREFIX = "clerk-webhook:seen:"
+PENDING_REFRESH_KEY = "clerk-org-cache:pending-refresh"
+DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
+QUEUE_NAME = "clerk-org-cache"
+
+_USER_ID = re.compile(r"user_[A-Za-z0-9]{1,64}")
+_ORG_ID = re.compile(r"org_[A-Za-z0-9]{1,64}")
+_SVIX_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+def check_user_id(user_id: object) -> str:
+    """Return ``user_id`` if it is a Clerk user id (``user_`` + base62), else raise InvalidId."""
+    if isinstance(user_id, str) and _USER_ID.fullmatch(user_id):
+        return user_id
+    raise InvalidId("not a Clerk user id (expected user_ followed by letters and digits)")
+
+
+def check_org_id(org_id: object) -> str:
+    """Return ``org_id`` if it is a Clerk organization id (``org_`` + base62), else raise InvalidId."""
+    if isinstance(org_id, str) and _ORG_ID.fullmatch(org_id):
+        return org_id
+    raise InvalidId("not a Clerk organization id (expected org_ followed by letters and digits)")
+
+
+def check_svix_id(svix_id: object) -> str:
+    """Return the delivery id if it is safe to embed in a key, else raise InvalidId."""
+    if isinstance(svix_id, str) and _SVIX_ID.fullmatch(svix_id):
+        return svix_id
+    raise InvalidId("not a Svix message id")
+
+
+def user_orgs_key(user_id: str) -> str:
+    return USER_ORGS_PREFIX + user_id
+
+
+def lease_key(user_id: str) -> str:
+    return LEASE_PREFIX + user_id
+
+
+def org_index_key(org_id: str) -> str:
+    return ORG_INDEX_PREFIX + org_id
+
+
+def seen_event_key(svix_id: str) -> str:
+    return SEEN_EVENT_PREFIX + svix_id
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """One organization a user belongs to, with the user's role in it.
+
+    ``role`` is opaque: ``org:admin``, ``org:member``, a custom ``org:<key>``, or a
+    legacy ``admin`` / ``basic_member``.
+    """
+
+    organization_id: str
+    organization_slug: str | None
+    organization_name: str
+    image_url: str | None
+    role: str
+
+    def to_json_dict(self) -> dict[str, str | None]:
+        """The contract's field names and order."""
+        return {
+            "organizationId": self.organization_id,
+            "organizationSlug": self.organization_slug,
+            "organizationName": self.organization_name,
+            "imageUrl": self.image_url,
+            "role": self.role,
+        }
+
+
+class CorruptValue(ValueError):
+    """A stored value does not follow the contract (treated as a miss, never served)."""
+
+
+def encode_memberships(memberships: Iterable[Membership]) -> str:
+    """Serialize to the contract's JSON array (compact, field order fixed)."""
+    return json.dumps([m.to_json_dict() for m in memberships], separators=(",", ":"), ensure_ascii=False)
+
+
+def _optional_str(item: Mapping[str, Any], field: str) -> str | None:
+    value = item.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    raise CorruptValue(f"{field} is not a string")
+
+
+def _required_str(item: Mapping[str, Any], field: str) -> str:
+    value = item.get(field)
+    if isinstance(value, str):
+        return value
+    raise CorruptValue(f"{field} is missing or not a string")
+
+
+def decode_memberships(raw: str | bytes) -> list[Membership]:
+    """Parse a stored value; raise CorruptValue if it breaks the contract."""
+    try:
+        items = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptValue("stored value is not JSON") from exc
+    if not isinstance(items, list):
+        raise CorruptValue("stored value is not a JSON array")
+    out: list[Membership] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise CorruptValue("array element is not an object")
+        out.append(
+            Membership(
+                organization_id=_required_str(item, "organizationId"),
+                organization_slug=_optional_str(item, "organizationSlug"),
+                organization_name=_required_str(item, "organizationName"),
+                image_url=_optional_str(item, "imageUrl"),
+                role=_required_str(item, "role"),
+            )
+        )
+    return out
+
+
+def membership_from_clerk(obj: Any) -> Membership:
+    """Map one Clerk ``organization_membership`` object to the contract.
+
+    Raises CorruptValue when Clerk's object lacks what the contract needs, so a
+    malformed answer is never cached.
+    """
+    if not isinstance(obj, dict):
+        raise CorruptValue("membership is not an object")
+    org = obj.get("organization")
+    if not isinstance(org, dict):
+        raise CorruptValue("membership has no organization object")
+    org_id = _required_str(org, "id")
+    try:
+        check_org_id(org_id)
+    except InvalidId as exc:
+        raise CorruptValue("organization id is not a Clerk id") from exc
+    return Membership(
+        organization_id=org_id,
+        organization_slug=_optional_str(org, "slug"),
+        organization_name=_required_str(org, "name"),
+        image_url=_optional_str(org, "image_url"),
+        role=_required_str(obj, "role"),
+    )

@@ -1,0 +1,212 @@
+"""The freshness protocol, as Lua scripts run atomically inside Redis.
+
+This module owns every multi-key write, so the rules live in one place and a
+TypeScript (or any) client can run the very same scripts:
+
+* **Leases on fills** (Facebook's memcache leases): a lookup that misses takes a
+  random token in ``user-orgs-lease:<id>`` *before* it calls Clerk. Invalidation
+  deletes the lease, and `FILL` writes only while the caller's token is still there.
+  A slow Clerk read that started before an invalidation can therefore never store
+  its pre-change answer.
+* **Single-flight**: while a lease is held, other misses get ``WAIT`` and poll.
+* **Recording an event** (`RECORD`): dedupe on the Svix message id, invalidate the
+  affected keys, and queue them for refresh, all in one round trip, so revocation
+  never waits for a worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from redis import Redis
+
+from cache import contract
+
+ACQUIRE_LUA = """
+-- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>
+-- ARGV[1] new random token ARGV[2] lease lifetime in ms
+-- -> {1, value} hit | {2, token} lease granted | {3} another caller is filling
+local value = redis.call('GET', KEYS[1])
+if value then return {1, value} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
+return {3}
+"""
+
+FILL_LUA = """
+-- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>   KEYS[3..] org-users:<orgId> per org in the value
+-- ARGV[1] token from ACQUIRE   ARGV[2] JSON value   ARGV[3] TTL seconds   ARGV[4] user id
+-- -> 1 stored | 0 refused (an invalidation voided the lease since it was granted)
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+-- the org index must outlive every value it points at, whatever TTL other writers use
+local index_ttl = ttl + 60
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  if redis.call('TTL', KEYS[i]) < index_ttl then redis.call('EXPIRE', KEYS[i], index_ttl) end
+end
+return 1
+"""
+
+RELEASE_LUA = """
+-- KEYS[1] user-orgs-lease:<id>   ARGV[1] token: give a lease back after a failed Clerk call
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+RECORD_LUA = """
+-- KEYS[1] pending-refresh set   KEYS[2] drain-scheduled marker   KEYS[3] (optional) seen-event key
+-- ARGV[1] seen TTL s   ARGV[2] marker TTL s   ARGV[3] value prefix   ARGV[4] lease prefix
+-- ARGV[5] org index prefix   ARGV[6..] targets:
+--   'u:<userId>' invalidate, refresh later if it was cached      'd:<userId>' invalidate, never refresh
+--   'o:<orgId>'  'u:' for every cached member of the org         'x:<orgId>'  same, then drop the index
+-- -> {1 recorded | 0 duplicate, keys invalidated, 1 if the caller must enqueue a drain job}
+if #KEYS >= 3 and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then return {0, 0, 0} end
+local invalidated = 0
+local function invalidate(uid, refresh)
+  local existed = redis.call('DEL', ARGV[3] .. uid)
+  redis.call('DEL', ARGV[4] .. uid)
+  invalidated = invalidated + existed
+  if refresh and existed == 1 then redis.call('SADD', KEYS[1], uid) end
+end
+for i = 6, #ARGV do
+  local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
+  if kind == 'u' then
+    invalidate(id, true)
+  elseif kind == 'd' then
+    invalidate(id, false)
+    redis.call('SREM', KEYS[1], id)
+  else
+    local index = ARGV[5] .. id
+    for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
+    if kind == 'x' then redis.call('DEL', index) end
+  end
+end
+local schedule = 0
+if redis.call('SCARD', KEYS[1]) > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  schedule = 1
+end
+return {1, invalidated, schedule}
+"""
+
+SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
+DRAIN_MARKER_TTL_S = 60  # if an enqueue is lost, the next event schedules again after this
+
+
+class Acquired(Enum):
+    HIT = 1
+    LEASE = 2
+    WAIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing an event invalidates; see RECORD_LUA for the kinds."""
+
+    kind: str  # 'u' user, 'd' deleted user, 'o' org, 'x' deleted org
+    id: str
+
+    def encode(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def refresh_user(user_id: object) -> Target:
+    return Target("u", contract.check_user_id(user_id))
+
+
+def drop_user(user_id: object) -> Target:
+    return Target("d", contract.check_user_id(user_id))
+
+
+def refresh_org(org_id: object) -> Target:
+    return Target("o", contract.check_org_id(org_id))
+
+
+def drop_org(org_id: object) -> Target:
+    return Target("x", contract.check_org_id(org_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    duplicate: bool
+    invalidated: int
+    schedule_drain: bool
+
+
+def new_token() -> str:
+    return secrets.token_hex(12)
+
+
+class Protocol:
+    """The scripts, registered on one Redis client (they load once, then run by SHA)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._acquire = redis.register_script(ACQUIRE_LUA)
+        self._fill = redis.register_script(FILL_LUA)
+        self._release = redis.register_script(RELEASE_LUA)
+        self._record = redis.register_script(RECORD_LUA)
+
+    def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
+        """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
+        reply = self._acquire(
+            keys=[contract.user_orgs_key(user_id), contract.lease_key(user_id)], args=[token, lease_ms]
+        )
+        state = Acquired(int(reply[0]))
+        return state, (reply[1] if len(reply) > 1 else None)
+
+    def fill(self, user_id: str, token: str, value: str, ttl_s: int, org_ids: Iterable[str]) -> bool:
+        """Store ``value`` only if ``token`` still holds the lease; index it under each org."""
+        keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id)]
+        keys += [contract.org_index_key(org_id) for org_id in dict.fromkeys(org_ids)]
+        return bool(self._fill(keys=keys, args=[token, value, ttl_s, user_id]))
+
+    def release(self, user_id: str, token: str) -> None:
+        self._release(keys=[contract.lease_key(user_id)], args=[token])
+
+    def record(
+        self,
+        targets: Sequence[Target],
+        svix_id: str | None = None,
+    ) -> Recorded:
+        """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
+        keys = [contract.PENDING_REFRESH_KEY, contract.DRAIN_SCHEDULED_KEY]
+        if svix_id is not None:
+            keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
+        args: list[str | int] = [
+            SEEN_EVENT_TTL_S,
+            DRAIN_MARKER_TTL_S,
+            contract.USER_ORGS_PREFIX,
+            contract.LEASE_PREFIX,
+            contract.ORG_INDEX_PREFIX,
+        ]
+        args += [target.encode() for target in targets]
+        recorded, invalidated, schedule = self._record(keys=keys, args=args)
+        return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
+
+    def start_drain(self, redis: Redis) -> None:
+        """Called first by a drain job: events from now on enqueue another job."""
+        redis.delete(contract.DRAIN_SCHEDULED_KEY)
+
+    def take_pending(self, redis: Redis, count: int) -> list[str]:
+        """Pop up to ``count`` users waiting for a refresh."""
+        popped: list[bytes | str] = redis.spop(contract.PENDING_REFRESH_KEY, count) or []  # type: ignore[assignment]
+        return [u.decode() if isinstance(u, bytes) else str(u) for u in popped]
+
+    def return_pending(self, redis: Redis, user_ids: Sequence[str]) -> None:
+        """Put back users whose refresh failed, for the job's retry."""
+        if user_ids:
+            redis.sadd(contract.PENDING_REFRESH_KEY, *user_ids)
+
+    def forget(self, svix_id: str, redis: Redis) -> None:
+        """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
+
+        The invalidation stays (it is idempotent); forgetting the message id lets
+        Svix's retry go through the whole path again, and dropping the marker lets
+        it enqueue the drain job.
+        """
+        redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)

@@ -1,0 +1,95 @@
+"""Real parts only: a private redis-server per session, Clerk played by a loopback
+HTTP server, webhooks signed with svix's own code, and a real RQ worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from cache import ClerkClient, MembershipCache, set_default_cache
+from cache.connections import cache_redis
+from cache.contract import QUEUE_NAME
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer
+from devstack.signing import new_signing_secret, signed_event
+from webhook import create_app
+from worker.jobs import use_cache
+
+SIGNING_SECRET = new_signing_secret()
+CLERK_KEY = "sk_test_" + "k3y" * 10
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (never the machine's 6379)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Redis]:
+    """A plain client on a freshly flushed server."""
+    if not redis_server.running:  # a fault test may have stopped it
+        redis_server.start()
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clerk() -> Iterator[ClerkStandIn]:
+    with ClerkStandIn(secret_key=CLERK_KEY) as standin:
+        yield standin
+
+
+def make_cache(url: str, clerk: ClerkStandIn, **kwargs: Any) -> MembershipCache:
+    return MembershipCache(cache_redis(url), ClerkClient(CLERK_KEY, clerk.url), **kwargs)
+
+
+@pytest.fixture
+def cache(redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn) -> Iterator[MembershipCache]:
+    """The cache under test, also installed for the module-level functions and the jobs."""
+    built = make_cache(redis_server.url, clerk)
+    set_default_cache(built)
+    use_cache(built)
+    yield built
+    set_default_cache(None)
+    use_cache(None)
+
+
+@pytest.fixture
+def app(redis: Redis, redis_server: RedisServer) -> Flask:
+    return create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def post_event(client: FlaskClient, event: dict[str, Any], *, secret: str = SIGNING_SECRET, **kw: Any) -> Any:
+    body, headers = signed_event(secret, event, **kw)
+    return client.post("/webhooks/clerk", data=body, headers=headers)
+
+
+@pytest.fixture
+def run_worker(redis_server: RedisServer, cache: MembershipCache) -> Any:
+    """Run the real RQ worker until the queue is empty (burst mode), in this process."""
+
+    def run() -> int:
+        connection = Redis.from_url(redis_server.url)
+        queue = Queue(QUEUE_NAME, connection=connection)
+        worker = SimpleWorker([queue], connection=connection)
+        worker.work(burst=True, with_scheduler=False)
+        done: int = worker.successful_job_count
+        connection.close()
+        return done
+
+    return run

@@ -1,0 +1,111 @@
+"""The Flask app: Clerk's webhook intake plus health endpoints.
+
+Build it with `create_app`; tests pass a Redis client pointed at their own
+server. Every error is a small JSON body ``{"error": <stable code>, "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from redis import Redis
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException
+
+from cache.config import Settings
+from cache.connections import intake_redis
+from cache.errors import InvalidId, WebhookRejected
+from webhook.events import parse_event, targets_for
+from webhook.intake import Intake
+from webhook.verify import SignatureVerifier
+
+MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("webhook")
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None = None) -> Flask:
+    """Build the app from the environment, overridden by ``config`` (same variable names).
+
+    Raises ConfigError (one line naming the variable) if the configuration is unusable.
+    """
+    env: dict[str, str] = dict(os.environ)
+    env.update({k: str(v) for k, v in (config or {}).items()})
+    settings = Settings.from_env(env, need_clerk_key=False, need_signing_secret=True)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    client = redis if redis is not None else intake_redis(settings.redis_url)
+    verifier = SignatureVerifier(settings.webhook_signing_secrets)
+    intake = Intake(client)
+
+    @app.post("/webhooks/clerk")
+    def clerk_webhook() -> tuple[Response, int]:
+        started = time.perf_counter()
+        if request.mimetype != "application/json":
+            raise WebhookRejected(415, "unsupported_media_type", "Content-Type must be application/json")
+        try:
+            body = request.get_data(cache=False).decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebhookRejected(400, "invalid_encoding", "body is not UTF-8") from None
+        svix_id = verifier.verify(body, request.headers.get)
+        event = parse_event(body)
+        targets = targets_for(event)
+        if targets is None:
+            return _outcome("ignored", svix_id, event, started)
+        try:
+            recorded = intake.record(svix_id, targets)
+        except InvalidId:
+            raise WebhookRejected(400, "invalid_svix_id", "svix-id is not a Svix message id") from None
+        except RedisError:
+            log.warning("could not record event svix_id=%s type=%s: Redis unavailable", svix_id, event["type"])
+            return _error(503, "unavailable", "could not record the event; retry later")
+        return _outcome("duplicate" if recorded.duplicate else "processed", svix_id, event, started)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(status="ok"), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        try:
+            client.ping()
+        except RedisError:
+            return _error(503, "redis_unavailable", "Redis does not answer")
+        return jsonify(status="ready"), 200
+
+    @app.errorhandler(WebhookRejected)
+    def rejected(exc: WebhookRejected) -> tuple[Response, int]:
+        log.info("rejected webhook: %s (%s)", exc.code, exc)
+        return _error(exc.status, exc.code, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error")
+        return _error(500, "internal_error", "internal error")
+
+    return app
+
+
+def _error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify(error=code, message=message), status
+
+
+def _outcome(status: str, svix_id: str, event: dict[str, Any], started: float) -> tuple[Response, int]:
+    log.info(
+        "event svix_id=%s type=%s outcome=%s duration_ms=%.1f",
+        svix_id,
+        event["type"],
+        status,
+        (time.perf_counter() - started) * 1000,
+    )
+    return jsonify(status=status), 200

@@ -1,0 +1,55 @@
+"""What each Clerk event means for the cache.
+
+Events are treated as triggers, not deltas: Svix delivers at least once and in no
+guaranteed order, so we never apply an event's payload. We only invalidate the
+keys it could affect and let the worker re-read Clerk, the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cache.errors import InvalidId, WebhookRejected
+from cache.protocol import Target, drop_org, drop_user, refresh_org, refresh_user
+
+MEMBERSHIP_EVENTS = frozenset(
+    {"organizationMembership.created", "organizationMembership.updated", "organizationMembership.deleted"}
+)
+
+
+def parse_event(body: str) -> dict[str, Any]:
+    """The event envelope, after its signature was verified."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise WebhookRejected(400, "invalid_json", "body is not JSON") from None
+    if not isinstance(event, dict):
+        raise WebhookRejected(400, "invalid_event", "event is not a JSON object")
+    if not isinstance(event.get("type"), str):
+        raise WebhookRejected(400, "invalid_event", "event has no string 'type'")
+    if not isinstance(event.get("data"), dict):
+        raise WebhookRejected(400, "invalid_event", "event has no object 'data'")
+    return event
+
+
+def targets_for(event: dict[str, Any]) -> list[Target] | None:
+    """The keys this event invalidates, or None for an event type we ignore."""
+    kind: str = event["type"]
+    data: dict[str, Any] = event["data"]
+    try:
+        if kind in MEMBERSHIP_EVENTS:
+            user_data = data.get("public_user_data")
+            user_id = user_data.get("user_id") if isinstance(user_data, dict) else None
+            return [refresh_user(user_id)]
+        if kind == "organizationInvitation.accepted":
+            return [refresh_user(data.get("user_id"))]
+        if kind == "organization.updated":
+            return [refresh_org(data.get("id"))]
+        if kind == "organization.deleted":
+            return [drop_org(data.get("id"))]
+        if kind == "user.deleted":
+            return [drop_user(data.get("id"))]
+    except InvalidId as exc:
+        raise WebhookRejected(400, "invalid_id", f"{kind}: {exc}") from None
+    return None

@@ -1,0 +1,55 @@
+"""Durably record a verified event: one Redis round trip, plus an enqueue when needed.
+
+The RECORD script dedupes on the Svix message id, invalidates the affected keys
+(so revocation holds the moment we answer 2xx, worker or no worker) and adds the
+users to the pending-refresh set. Only the first event of a burst enqueues an RQ
+job; that one job drains every pending user, so bursts coalesce.
+
+Jobs are enqueued by dotted path: webhook/ never imports worker/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+
+from cache.contract import QUEUE_NAME
+from cache.protocol import Protocol, Recorded, Target
+
+DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
+DRAIN_RETRY = Retry(max=6, interval=[2, 10, 30, 60, 120, 300])
+DRAIN_TIMEOUT_S = 600
+
+
+class Intake:
+    def __init__(self, redis: Redis, queue_name: str = QUEUE_NAME) -> None:
+        self._redis = redis
+        self._protocol = Protocol(redis)
+        self._queue = Queue(queue_name, connection=redis)
+
+    def record(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
+        """Raises RedisError if the event could not be recorded (answer 503: Svix retries)."""
+        recorded = self._protocol.record(targets, svix_id)
+        if recorded.schedule_drain:
+            try:
+                enqueue_drain(self._queue)
+            except RedisError:
+                try:
+                    self._protocol.forget(svix_id, self._redis)
+                finally:
+                    raise
+        return recorded
+
+
+def enqueue_drain(queue: Queue) -> None:
+    queue.enqueue_call(
+        DRAIN_JOB,
+        retry=DRAIN_RETRY,
+        timeout=DRAIN_TIMEOUT_S,
+        result_ttl=0,
+        failure_ttl=7 * 86_400,
+        description="refresh users whose memberships changed",
+    )

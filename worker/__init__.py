@@ -1,0 +1,1 @@
+"""The RQ worker that warms `user-orgs:*` keys again after the intake invalidated them."""

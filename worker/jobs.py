@@ -1,0 +1,84 @@
+"""RQ jobs. Arguments are primitives; webhook/ enqueues them by dotted path.
+
+The intake has already invalidated every affected key before a job runs, so jobs
+only *warm* the cache again from Clerk. A job that cannot reach Clerk leaves the
+key deleted (never an outdated value) and is retried with backoff by RQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from redis.exceptions import RedisError
+
+from cache import build_cache
+from cache.config import Settings
+from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
+from cache.membership_cache import MembershipCache
+from cache.protocol import Protocol
+
+log = logging.getLogger(__name__)
+BATCH = 100
+
+_state_lock = threading.Lock()
+_cache: MembershipCache | None = None
+_concurrency = 8
+
+
+class RefreshIncomplete(ClerkCacheError):
+    """Some users could not be refreshed; they are pending again and RQ retries the job."""
+
+
+def _worker_cache() -> MembershipCache:
+    """One cache per worker process (RQ's SimpleWorker keeps it across jobs)."""
+    global _cache, _concurrency
+    with _state_lock:
+        if _cache is None:
+            settings = Settings.from_env()
+            _cache = build_cache(settings)
+            _concurrency = settings.refresh_concurrency
+        return _cache
+
+
+def use_cache(cache: MembershipCache | None, concurrency: int = 8) -> None:
+    """Install the cache jobs use in this process (tests, embedding); None: rebuild from env."""
+    global _cache, _concurrency
+    with _state_lock:
+        _cache, _concurrency = cache, concurrency
+
+
+def drain_pending_refreshes() -> dict[str, int]:
+    """Refresh every user in the pending set, in batches, with a few Clerk calls in parallel."""
+    cache = _worker_cache()
+    protocol = Protocol(cache.redis)
+    protocol.start_drain(cache.redis)
+    refreshed = skipped = 0
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
+        while batch := protocol.take_pending(cache.redis, BATCH):
+            for user_id, outcome in zip(batch, pool.map(lambda u: _refresh_one(cache, u), batch), strict=True):
+                if outcome is None:
+                    failed.append(user_id)
+                elif outcome:
+                    refreshed += 1
+                else:
+                    skipped += 1
+    if failed:
+        protocol.return_pending(cache.redis, failed)
+        raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
+    log.info("drained refreshes refreshed=%d skipped=%d", refreshed, skipped)
+    return {"refreshed": refreshed, "skipped": skipped}
+
+
+def _refresh_one(cache: MembershipCache, user_id: str) -> bool | None:
+    """True stored, False nothing to do, None failed and worth retrying."""
+    try:
+        return cache.refresh(user_id)
+    except (ClerkUnavailable, ClerkAuthError, RedisError) as exc:
+        log.warning("refresh failed user_id=%s error=%s", user_id, type(exc).__name__)
+        return None
+    except ClerkError as exc:
+        log.warning("refresh dropped user_id=%s error=%s status=%s", user_id, type(exc).__name__, exc.status)
+        return False
