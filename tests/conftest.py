@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry
 
 from cache import ClerkClient, MembershipCache, set_default_cache
 from cache.connections import cache_redis
@@ -84,12 +85,14 @@ def run_worker(redis_server: RedisServer, cache: MembershipCache) -> Any:
     """Run the real RQ worker until the queue is empty (burst mode), in this process."""
 
     def run() -> int:
+        """Returns how many jobs were queued; fails the test if any of them failed."""
         connection = Redis.from_url(redis_server.url)
         queue = Queue(QUEUE_NAME, connection=connection)
-        worker = SimpleWorker([queue], connection=connection)
-        worker.work(burst=True, with_scheduler=False)
-        done: int = worker.successful_job_count
+        queued: int = queue.count
+        SimpleWorker([queue], connection=connection).work(burst=True, with_scheduler=False)
+        failed = FailedJobRegistry(queue=queue).count
         connection.close()
-        return done
+        assert failed == 0, f"{failed} job(s) failed"
+        return queued
 
     return run

@@ -71,7 +71,9 @@ def test_user_without_orgs_is_cached_as_empty_array(cache: MembershipCache, redi
 
 
 @pytest.mark.parametrize("n_orgs", [11, 101, 260])
-def test_pages_past_clerks_default_limit(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, n_orgs: int) -> None:
+def test_pages_past_clerks_default_limit(
+    cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, n_orgs: int
+) -> None:
     org_ids = seed_user(clerk, ALICE, n_orgs)
     result = cache.get_memberships(ALICE)
     assert sorted(m.organization_id for m in result) == sorted(org_ids)

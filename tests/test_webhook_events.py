@@ -1,0 +1,182 @@
+"""Signed Clerk events in, through the real intake and the real RQ worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+from flask.testing import FlaskClient
+from redis import Redis
+
+from cache import MembershipCache
+from devstack.clerk_standin import ClerkStandIn
+from devstack.signing import new_message_id, new_signing_secret
+from tests.conftest import SIGNING_SECRET, post_event
+
+ALICE = "user_2alice000000000000000000000"
+BOB = "user_2bob00000000000000000000000"
+
+
+def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
+    return sorted(m.organization_id for m in cache.get_memberships(user_id))
+
+
+def test_membership_deleted_revokes_at_the_2xx_and_worker_refreshes(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    clerk.add_membership(ALICE, globex)
+    assert org_ids(cache, ALICE) == sorted([acme, globex])
+
+    response = post_event(client, clerk.remove_membership(ALICE, acme))
+
+    assert response.status_code == 200 and response.json == {"status": "processed"}
+    assert redis.exists(f"user-orgs:{ALICE}") == 0  # revoked before any worker ran
+    assert run_worker() == 1
+    assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{ALICE}") or "")] == [globex]
+    calls = clerk.call_count()
+    assert org_ids(cache, ALICE) == [globex]
+    assert clerk.call_count() == calls  # served from the refreshed key
+
+
+def test_membership_created_and_updated_reach_the_lookup(
+    client: FlaskClient, cache: MembershipCache, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    assert cache.get_memberships(ALICE) == []
+    assert post_event(client, clerk.add_membership(ALICE, acme, "org:member")).status_code == 200
+    assert [(m.organization_id, m.role) for m in cache.get_memberships(ALICE)] == [(acme, "org:member")]
+    assert post_event(client, clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200
+    run_worker()
+    assert [(m.organization_id, m.role) for m in cache.get_memberships(ALICE)] == [(acme, "org:admin")]
+
+
+def test_organization_updated_renames_for_every_cached_member(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme", slug="acme")["data"]["id"]
+    members = [f"user_2member{i:04d}" for i in range(30)]
+    for user_id in members:
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+
+    response = post_event(client, clerk.update_org(acme, name="Acme Renamed", slug="acme-renamed"))
+
+    assert response.status_code == 200
+    assert all(redis.exists(f"user-orgs:{u}") == 0 for u in members)
+    assert run_worker() == 1  # one job for the whole org
+    for user_id in members:
+        stored = json.loads(redis.get(f"user-orgs:{user_id}") or "")
+        assert [(v["organizationName"], v["organizationSlug"]) for v in stored] == [("Acme Renamed", "acme-renamed")]
+
+
+def test_organization_deleted_removes_it_for_every_member(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    for user_id in (ALICE, BOB):
+        clerk.add_membership(user_id, acme)
+        clerk.add_membership(user_id, globex)
+        cache.get_memberships(user_id)
+
+    assert post_event(client, clerk.delete_org(acme)).status_code == 200
+
+    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
+    assert redis.exists(f"org-users:{acme}") == 0
+    run_worker()
+    assert org_ids(cache, ALICE) == org_ids(cache, BOB) == [globex]
+
+
+def test_user_deleted_removes_the_key_and_does_not_refetch(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    calls = clerk.call_count()
+
+    assert post_event(client, clerk.delete_user(ALICE)).status_code == 200
+
+    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    run_worker()
+    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert clerk.call_count() == calls
+    assert cache.get_memberships(ALICE) == []  # Clerk answers 404: no orgs, nothing stored
+    assert redis.exists(f"user-orgs:{ALICE}") == 0
+
+
+def test_unknown_event_types_are_acknowledged_and_ignored(client: FlaskClient, redis: Redis) -> None:
+    redis.set(f"user-orgs:{ALICE}", "[]")
+    event = {"type": "session.created", "object": "event", "data": {"user_id": ALICE}}
+    response = post_event(client, event)
+    assert response.status_code == 200 and response.json == {"status": "ignored"}
+    assert redis.keys("*") == [f"user-orgs:{ALICE}"]
+
+
+def test_redeliveries_of_one_svix_id_do_one_unit_of_work(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    event = clerk.update_membership(ALICE, acme, "org:admin")
+    msg_id = new_message_id()
+
+    statuses = [post_event(client, event, msg_id=msg_id).json["status"] for _ in range(5)]  # type: ignore[index]
+
+    assert statuses == ["processed"] + ["duplicate"] * 4
+    clerk.reset_counts()
+    assert run_worker() == 1
+    assert clerk.call_count() == 1
+    # a duplicate arriving after the refresh must not invalidate again
+    assert post_event(client, event, msg_id=msg_id).json == {"status": "duplicate"}
+    assert redis.exists(f"user-orgs:{ALICE}") == 1
+
+
+def test_a_burst_about_one_user_costs_one_job_and_one_clerk_call(
+    client: FlaskClient, cache: MembershipCache, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    orgs = [clerk.create_org(f"O{i}")["data"]["id"] for i in range(10)]
+    clerk.add_membership(ALICE, orgs[0])
+    cache.get_memberships(ALICE)
+    for org in orgs[1:]:
+        assert post_event(client, clerk.add_membership(ALICE, org)).status_code == 200
+    clerk.reset_counts()
+    assert run_worker() == 1
+    assert clerk.call_count() == 1
+    assert org_ids(cache, ALICE) == sorted(orgs)
+
+
+def test_either_rotated_secret_verifies(redis_server: object, redis: Redis, clerk: ClerkStandIn) -> None:
+    from webhook import create_app
+
+    old, new = new_signing_secret(), new_signing_secret()
+    app = create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": f"{old} {new}"})  # type: ignore[attr-defined]
+    client = app.test_client()
+    acme = clerk.create_org("Acme")["data"]["id"]
+    assert post_event(client, clerk.add_membership(ALICE, acme), secret=old).status_code == 200
+    assert post_event(client, clerk.add_membership(BOB, acme), secret=new).status_code == 200
+    assert post_event(client, clerk.remove_membership(BOB, acme), secret=SIGNING_SECRET).status_code == 401
+
+
+def test_stale_fill_after_deletion_is_refused(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """A lookup reads Clerk before the removal, the webhook lands, then the read returns."""
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    results: list[list[str]] = []
+    with clerk.hold(ALICE) as gate:
+        reader = threading.Thread(target=lambda: results.append(org_ids(cache, ALICE)))
+        reader.start()
+        assert gate.wait_arrived()
+        assert post_event(client, clerk.remove_membership(ALICE, acme)).status_code == 200
+    reader.join(5)
+    assert results == [[acme]]  # the in-flight caller gets its own pre-event answer...
+    assert redis.exists(f"user-orgs:{ALICE}") == 0  # ...but it is not stored
+    assert cache.stats.snapshot()["fills_refused"] == 1
+    assert org_ids(cache, ALICE) == []
