@@ -332,6 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Translates HTTP to ClerkStandIn calls; keeps connections alive like Clerk."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; avoid 40 ms delayed-ACK stalls
     server_version = "clerk-standin"
     sys_version = ""
 

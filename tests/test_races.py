@@ -1,0 +1,145 @@
+"""Forced interleavings: the Clerk stand-in holds a read until the test releases it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+
+from cache import MembershipCache
+from cache.contract import decode_memberships
+from devstack.clerk_standin import ClerkStandIn
+from tests.conftest import post_event
+
+ALICE = "user_2alice000000000000000000000"
+
+
+def held_lookup(cache: MembershipCache, clerk: ClerkStandIn, user_id: str, during: Callable[[], None]) -> list[Any]:
+    """Start a lookup, freeze its Clerk read after Clerk answered, run ``during``, then let it finish."""
+    results: list[Any] = []
+    with clerk.hold(user_id) as gate:
+        reader = threading.Thread(target=lambda: results.append(cache.get_memberships(user_id)))
+        reader.start()
+        assert gate.wait_arrived()
+        during()
+    reader.join(10)
+    assert not reader.is_alive()
+    return results[0]  # type: ignore[no-any-return]
+
+
+def cached(redis: Redis, user_id: str) -> list[tuple[str, str, str]] | None:
+    raw = redis.get(f"user-orgs:{user_id}")
+    if raw is None:
+        return None
+    return sorted((m.organization_id, m.organization_name, m.role) for m in decode_memberships(raw))
+
+
+def truth(clerk: ClerkStandIn, user_id: str) -> list[tuple[str, str, str]]:
+    return sorted(
+        (m["organization"]["id"], m["organization"]["name"], m["role"]) for m in clerk.memberships_of(user_id)
+    )
+
+
+def test_fill_racing_a_rename_is_refused(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    cache.invalidate(ALICE)
+
+    def rename() -> None:
+        assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
+
+    old = held_lookup(cache, clerk, ALICE, rename)
+    assert [m.organization_name for m in old] == ["Acme"]
+    assert cached(redis, ALICE) is None
+    assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme Renamed"]
+
+
+def test_role_downgrade_racing_a_fill_is_refused(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+
+    def downgrade() -> None:
+        assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
+
+    assert [m.role for m in held_lookup(cache, clerk, ALICE, downgrade)] == ["org:admin"]
+    assert cached(redis, ALICE) is None
+    assert [m.role for m in cache.get_memberships(ALICE)] == ["org:member"]
+
+
+def test_deletion_racing_a_rejoin_ends_as_clerk_says(
+    client: FlaskClient,
+    cache: MembershipCache,
+    redis: Redis,
+    clerk: ClerkStandIn,
+    run_worker: Callable[[], int],
+) -> None:
+    """Removed, then re-added; the webhooks arrive re-join first, removal last, around a held fill."""
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    removed = clerk.remove_membership(ALICE, acme)
+    rejoined = clerk.add_membership(ALICE, acme, "org:member")
+
+    def late_removal() -> None:
+        assert post_event(client, removed).status_code == 200
+
+    assert post_event(client, rejoined).status_code == 200
+    held_lookup(cache, clerk, ALICE, late_removal)
+    run_worker()
+    assert [m.organization_id for m in cache.get_memberships(ALICE)] == [acme]  # the late delete did not revoke
+    assert cached(redis, ALICE) == truth(clerk, ALICE)
+
+
+@pytest.mark.parametrize("order", ["in order", "reversed"])
+def test_created_and_deleted_in_any_order_end_as_clerk_says(
+    client: FlaskClient,
+    cache: MembershipCache,
+    redis: Redis,
+    clerk: ClerkStandIn,
+    run_worker: Callable[[], int],
+    order: str,
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    clerk.add_membership(ALICE, globex)
+    cache.get_memberships(ALICE)
+    events = [clerk.add_membership(ALICE, acme), clerk.remove_membership(ALICE, acme)]
+    for event in events if order == "in order" else events[::-1]:
+        assert post_event(client, event).status_code == 200
+        assert [m.organization_id for m in cache.get_memberships(ALICE)] == [globex]
+    run_worker()
+    assert cached(redis, ALICE) == truth(clerk, ALICE)
+
+
+def test_a_thousand_forced_stale_fill_races_store_nothing_stale(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """Each round: a lookup reads Clerk, the membership flips and its webhook is acknowledged,
+    then the lookup tries to store what it read. Nothing stale may be stored or served."""
+    acme = clerk.create_org("Acme")["data"]["id"]
+    stale_stored = stale_served = 0
+    for round_number in range(1000):
+        cache.invalidate(ALICE)  # so the held lookup below misses and goes to Clerk
+        member_now = bool(clerk.memberships_of(ALICE))
+
+        def flip(member_now: bool = member_now) -> None:
+            event = clerk.remove_membership(ALICE, acme) if member_now else clerk.add_membership(ALICE, acme)
+            assert post_event(client, event).status_code == 200
+
+        held_lookup(cache, clerk, ALICE, flip)
+        stored = cached(redis, ALICE)
+        if stored is not None and stored != truth(clerk, ALICE):
+            stale_stored += 1
+        if round_number % 10 == 0 and bool(cache.get_memberships(ALICE)) == member_now:
+            stale_served += 1
+    assert (stale_stored, stale_served) == (0, 0)
+    assert cache.stats.snapshot()["fills_refused"] == 1000
