@@ -429,6 +429,8 @@ class ClerkStandIn:
         self.secret_key = secret_key
         self.host = host
         self.latency_s = latency_s
+        # Settable: a delay *after* the answer is computed, so a read can race a change (see the soak test).
+        self.answer_delay_s = 0.0
         self._port = port
         self._lock = threading.RLock()  # the model
         self._ctl = threading.Lock()  # counters, failures, gates, connections
@@ -880,9 +882,12 @@ class ClerkStandIn:
         if segs and segs[0] == "v1" and not self._authorized(auth):
             return _Response(401, _dumps(_error_payload(401)))
         try:
-            return self._route_api(method, segs, query)
+            response = self._route_api(method, segs, query)
         except StandInError as exc:
             return self._error_from(exc)
+        if self.answer_delay_s > 0:
+            time.sleep(self.answer_delay_s)  # the answer was read at arrival: it may be stale when it lands
+        return response
 
     def _authorized(self, auth: str | None) -> bool:
         if not auth:

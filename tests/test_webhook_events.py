@@ -180,3 +180,31 @@ def test_stale_fill_after_deletion_is_refused(
     assert redis.exists(f"user-orgs:{ALICE}") == 0  # ...but it is not stored
     assert cache.stats.snapshot()["fills_refused"] == 1
     assert org_ids(cache, ALICE) == []
+
+
+def test_revoked_membership_is_absent_from_the_very_next_lookup_with_no_worker(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    assert cache.get_membership(ALICE, acme) is not None
+    assert post_event(client, clerk.remove_membership(ALICE, acme)).status_code == 200
+    assert cache.get_membership(ALICE, acme) is None  # no worker has run in this test
+    assert redis.llen("rq:queue:clerk-org-cache") == 1
+
+
+def test_an_org_with_a_thousand_cached_members_is_fixed_by_one_job(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    members = [f"user_2member{i:05d}" for i in range(1000)]
+    for user_id in members:
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    assert redis.scard(f"org-users:{acme}") == 1000
+
+    assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
+
+    assert run_worker() == 1
+    values = redis.mget([f"user-orgs:{u}" for u in members])
+    assert all(v is not None and json.loads(v)[0]["organizationName"] == "Acme Renamed" for v in values)
