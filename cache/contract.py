@@ -24,6 +24,8 @@ from cache.errors import InvalidId
 USER_ORGS_PREFIX = "user-orgs:"
 LEASE_PREFIX = "user-orgs-lease:"
 ORG_INDEX_PREFIX = "org-users:"
+ORG_CHANGED_PREFIX = "clerk-org-cache:org-changed:"
+CHANGE_SEQ_KEY = "clerk-org-cache:change-seq"
 SEEN_EVENT_PREFIX = "clerk-webhook:seen:"
 PENDING_REFRESH_KEY = "clerk-org-cache:pending-refresh"
 DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
@@ -65,6 +67,10 @@ def lease_key(user_id: str) -> str:
 
 def org_index_key(org_id: str) -> str:
     return ORG_INDEX_PREFIX + org_id
+
+
+def org_changed_key(org_id: str) -> str:
+    return ORG_CHANGED_PREFIX + org_id
 
 
 def seen_event_key(svix_id: str) -> str:

@@ -78,7 +78,7 @@ class MembershipCache:
         clerk: ClerkClient,
         *,
         ttl_seconds: int = 300,
-        lease_ms: int = 15_000,
+        lease_ms: int = 30_000,
         fill_wait_s: float = 2.0,
         breaker: RedisBreaker | None = None,
         sleep: Callable[[float], None] = time.sleep,

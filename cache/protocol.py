@@ -8,6 +8,10 @@ TypeScript (or any) client can run the very same scripts:
   deletes the lease, and `FILL` writes only while the caller's token is still there.
   A slow Clerk read that started before an invalidation can therefore never store
   its pre-change answer.
+* **Org changes void fills in flight**: a user whose first fill is still running is
+  not in ``org-users:<org>`` yet, so an org event cannot reach the lease. Instead it
+  stamps ``org-changed:<org>`` with a global change sequence; the lease records the
+  sequence at grant time, and `FILL` refuses a value naming an org changed since.
 * **Single-flight**: while a lease is held, other misses get ``WAIT`` and poll.
 * **Recording an event** (`RECORD`): dedupe on the Svix message id, invalidate the
   affected keys, and queue them for refresh, all in one round trip, so revocation
@@ -27,26 +31,39 @@ from redis import Redis
 from cache import contract
 
 ACQUIRE_LUA = """
--- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>
+-- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>   KEYS[3] change sequence
 -- ARGV[1] new random token ARGV[2] lease lifetime in ms
 -- -> {1, value} hit | {2, token} lease granted | {3} another caller is filling
+-- The lease remembers the change sequence at grant time, so FILL can tell whether an
+-- organization changed after the Clerk read began (see RECORD's 'o'/'x').
 local value = redis.call('GET', KEYS[1])
 if value then return {1, value} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
+local seq = redis.call('GET', KEYS[3]) or '0'
+if redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. seq, 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
 return {3}
 """
 
 FILL_LUA = """
--- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>   KEYS[3..] org-users:<orgId> per org in the value
+-- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>
+-- KEYS[3 .. 2+n] org-users:<orgId>, then KEYS[3+n .. 2+2n] org-changed:<orgId>, for the n orgs in the value
 -- ARGV[1] token from ACQUIRE   ARGV[2] JSON value   ARGV[3] TTL seconds   ARGV[4] user id
--- -> 1 stored | 0 refused (an invalidation voided the lease since it was granted)
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+-- -> 1 stored | 0 refused: an invalidation voided the lease, or one of the orgs changed since it was granted
+local lease = redis.call('GET', KEYS[2])
+if not lease then return 0 end
+local sep = string.find(lease, ' ', 1, true)
+if string.sub(lease, 1, sep - 1) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
+local granted_at = tonumber(string.sub(lease, sep + 1))
+local n = (#KEYS - 2) / 2
+for i = 3 + n, 2 + 2 * n do
+  local changed = redis.call('GET', KEYS[i])
+  if changed and tonumber(changed) > granted_at then return 0 end
+end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
 -- the org index must outlive every value it points at, whatever TTL other writers use
 local index_ttl = ttl + 60
-for i = 3, #KEYS do
+for i = 3, 2 + n do
   redis.call('SADD', KEYS[i], ARGV[4])
   if redis.call('TTL', KEYS[i]) < index_ttl then redis.call('EXPIRE', KEYS[i], index_ttl) end
 end
@@ -55,18 +72,24 @@ return 1
 
 RELEASE_LUA = """
 -- KEYS[1] user-orgs-lease:<id>   ARGV[1] token: give a lease back after a failed Clerk call
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local lease = redis.call('GET', KEYS[1])
+if lease and string.sub(lease, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-RECORD_LUA = """
--- KEYS[1] pending-refresh set   KEYS[2] drain-scheduled marker   KEYS[3] (optional) seen-event key
+RECORD_LUA = """#!lua flags=allow-oom
+-- allow-oom: a full Redis must still accept revocations (the writes below are tiny).
+-- KEYS[1] pending-refresh set   KEYS[2] drain-scheduled marker   KEYS[3] change sequence
+-- KEYS[4] (optional) seen-event key
 -- ARGV[1] seen TTL s   ARGV[2] marker TTL s   ARGV[3] value prefix   ARGV[4] lease prefix
--- ARGV[5] org index prefix   ARGV[6..] targets:
+-- ARGV[5] org index prefix   ARGV[6] org-changed prefix   ARGV[7] org-changed lifetime ms (> any lease)
+-- ARGV[8..] targets:
 --   'u:<userId>' invalidate, refresh later if it was cached      'd:<userId>' invalidate, never refresh
---   'o:<orgId>'  'u:' for every cached member of the org         'x:<orgId>'  same, then drop the index
+--   'o:<orgId>'  'u:' for every cached member of the org, and void every fill in flight that read the org
+--   'x:<orgId>'  same as 'o:', then drop the index
 -- -> {1 recorded | 0 duplicate, keys invalidated, 1 if the caller must enqueue a drain job}
-if #KEYS >= 3 and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then return {0, 0, 0} end
+local recorded = 1
+if #KEYS >= 4 and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
 local invalidated = 0
 local function invalidate(uid, refresh)
   local existed = redis.call('DEL', ARGV[3] .. uid)
@@ -74,27 +97,34 @@ local function invalidate(uid, refresh)
   invalidated = invalidated + existed
   if refresh and existed == 1 then redis.call('SADD', KEYS[1], uid) end
 end
-for i = 6, #ARGV do
-  local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
-  if kind == 'u' then
-    invalidate(id, true)
-  elseif kind == 'd' then
-    invalidate(id, false)
-    redis.call('SREM', KEYS[1], id)
-  else
-    local index = ARGV[5] .. id
-    for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
-    if kind == 'x' then redis.call('DEL', index) end
+if recorded == 1 then
+  for i = 8, #ARGV do
+    local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
+    if kind == 'u' then
+      invalidate(id, true)
+    elseif kind == 'd' then
+      invalidate(id, false)
+      redis.call('SREM', KEYS[1], id)
+    else
+      -- a user whose fill is in flight is not in the index yet: mark the org changed instead
+      redis.call('SET', ARGV[6] .. id, redis.call('INCR', KEYS[3]), 'PX', ARGV[7])
+      local index = ARGV[5] .. id
+      for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
+      if kind == 'x' then redis.call('DEL', index) end
+    end
   end
 end
+-- decided for duplicates too: a retried call must still get the job enqueued
 local schedule = 0
 if redis.call('SCARD', KEYS[1]) > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
   schedule = 1
 end
-return {1, invalidated, schedule}
+return {recorded, invalidated, schedule}
 """
 
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
+MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
+ORG_CHANGED_MS = 2 * MAX_LEASE_MS  # how long an org change is remembered: longer than any lease
 DRAIN_MARKER_TTL_S = 60  # if an enqueue is lost, the next event schedules again after this
 
 
@@ -153,16 +183,19 @@ class Protocol:
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
-        reply = self._acquire(
-            keys=[contract.user_orgs_key(user_id), contract.lease_key(user_id)], args=[token, lease_ms]
-        )
+        if not 0 < lease_ms <= MAX_LEASE_MS:
+            raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
+        keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id), contract.CHANGE_SEQ_KEY]
+        reply = self._acquire(keys=keys, args=[token, lease_ms])
         state = Acquired(int(reply[0]))
         return state, (reply[1] if len(reply) > 1 else None)
 
     def fill(self, user_id: str, token: str, value: str, ttl_s: int, org_ids: Iterable[str]) -> bool:
-        """Store ``value`` only if ``token`` still holds the lease; index it under each org."""
+        """Store ``value`` only if ``token`` still holds the lease and none of its orgs changed since."""
+        orgs = list(dict.fromkeys(org_ids))
         keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id)]
-        keys += [contract.org_index_key(org_id) for org_id in dict.fromkeys(org_ids)]
+        keys += [contract.org_index_key(org_id) for org_id in orgs]
+        keys += [contract.org_changed_key(org_id) for org_id in orgs]
         return bool(self._fill(keys=keys, args=[token, value, ttl_s, user_id]))
 
     def release(self, user_id: str, token: str) -> None:
@@ -174,7 +207,7 @@ class Protocol:
         svix_id: str | None = None,
     ) -> Recorded:
         """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
-        keys = [contract.PENDING_REFRESH_KEY, contract.DRAIN_SCHEDULED_KEY]
+        keys = [contract.PENDING_REFRESH_KEY, contract.DRAIN_SCHEDULED_KEY, contract.CHANGE_SEQ_KEY]
         if svix_id is not None:
             keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
         args: list[str | int] = [
@@ -183,6 +216,8 @@ class Protocol:
             contract.USER_ORGS_PREFIX,
             contract.LEASE_PREFIX,
             contract.ORG_INDEX_PREFIX,
+            contract.ORG_CHANGED_PREFIX,
+            ORG_CHANGED_MS,
         ]
         args += [target.encode() for target in targets]
         recorded, invalidated, schedule = self._record(keys=keys, args=args)

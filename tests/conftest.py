@@ -3,6 +3,10 @@ HTTP server, webhooks signed with svix's own code, and a real RQ worker."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,14 +15,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from cache import ClerkClient, MembershipCache, set_default_cache
 from cache.connections import cache_redis
-from cache.contract import QUEUE_NAME
+from cache.contract import PENDING_REFRESH_KEY, QUEUE_NAME
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
+from devstack.stack import REPO
 from webhook import create_app
 from worker.jobs import use_cache
 
@@ -96,3 +101,24 @@ def run_worker(redis_server: RedisServer, cache: MembershipCache) -> Any:
         return queued
 
     return run
+
+
+@pytest.fixture
+def worker_process(redis_server: RedisServer, clerk: ClerkStandIn) -> Iterator[subprocess.Popen[bytes]]:
+    """The Procfile's worker as a real process, pointed at this test's Redis and Clerk stand-in."""
+    env = {**os.environ, "REDIS_URL": redis_server.url, "CLERK_SECRET_KEY": CLERK_KEY, "CLERK_API_URL": clerk.url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    yield process
+    process.terminate()
+    process.wait(15)
+
+
+def wait_until_drained(redis: Redis, timeout_s: float = 60.0) -> None:
+    """Until the worker has emptied the queue and the pending set and finished its job."""
+    queue = Queue(QUEUE_NAME, connection=redis)
+    deadline = time.monotonic() + timeout_s
+    while queue.count or redis.scard(PENDING_REFRESH_KEY) or StartedJobRegistry(queue=queue).count:
+        assert time.monotonic() < deadline, "the worker did not drain"
+        time.sleep(0.02)

@@ -13,7 +13,7 @@ from redis import Redis
 from cache import MembershipCache
 from cache.contract import decode_memberships
 from devstack.clerk_standin import ClerkStandIn
-from tests.conftest import post_event
+from tests.conftest import post_event, wait_until_drained
 
 ALICE = "user_2alice000000000000000000000"
 
@@ -143,3 +143,39 @@ def test_a_thousand_forced_stale_fill_races_store_nothing_stale(
             stale_served += 1
     assert (stale_stored, stale_served) == (0, 0)
     assert cache.stats.snapshot()["fills_refused"] == 1000
+
+
+@pytest.mark.parametrize("change", ["rename", "delete"])
+def test_org_event_voids_a_first_fill_not_yet_in_the_org_index(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, change: str
+) -> None:
+    """The user was never cached, so the org index cannot name them while their first fill runs."""
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+
+    def org_changes() -> None:
+        event = clerk.update_org(acme, name="Acme Renamed") if change == "rename" else clerk.delete_org(acme)
+        assert post_event(client, event).status_code == 200
+
+    held_lookup(cache, clerk, ALICE, org_changes)
+    assert cached(redis, ALICE) is None
+    assert redis.exists(f"user-orgs-lease:{ALICE}") == 0  # a refused fill gives the lease back
+    assert [(m.organization_id, m.organization_name) for m in cache.get_memberships(ALICE)] == (
+        [(acme, "Acme Renamed")] if change == "rename" else []
+    )
+
+
+def test_org_deleted_while_the_worker_refreshes_a_new_member(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, worker_process: object
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    clerk.add_membership(ALICE, globex)
+    cache.get_memberships(ALICE)
+    with clerk.hold(ALICE) as gate:
+        assert post_event(client, clerk.add_membership(ALICE, acme)).status_code == 200
+        assert gate.wait_arrived(timeout=20)  # the worker process read [Acme, Globex] from Clerk
+        assert post_event(client, clerk.delete_org(acme)).status_code == 200
+    wait_until_drained(redis)
+    assert cached(redis, ALICE) is None  # the worker's fill was refused
+    assert [m.organization_id for m in cache.get_memberships(ALICE)] == [globex]

@@ -16,25 +16,20 @@ import multiprocessing
 import os
 import random
 import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import ClerkClient, MembershipCache
 from cache.connections import cache_redis
-from cache.contract import PENDING_REFRESH_KEY, QUEUE_NAME, decode_memberships
+from cache.contract import decode_memberships
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id
-from devstack.stack import REPO
-from tests.conftest import CLERK_KEY, post_event
+from tests.conftest import CLERK_KEY, post_event, wait_until_drained
 
 SOAK_EVENTS = int(os.environ.get("SOAK_EVENTS", "400"))
 USERS = [f"user_2soak{i:03d}" for i in range(8)]
@@ -81,17 +76,6 @@ def view(memberships: Any) -> dict[str, tuple[str, str]]:
 
 def truth(clerk: ClerkStandIn, user_id: str) -> dict[str, tuple[str, str]]:
     return {m["organization"]["id"]: (m["role"], m["organization"]["name"]) for m in clerk.memberships_of(user_id)}
-
-
-@pytest.fixture
-def worker_process(redis_server: RedisServer, clerk: ClerkStandIn) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "REDIS_URL": redis_server.url, "CLERK_SECRET_KEY": CLERK_KEY, "CLERK_API_URL": clerk.url}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    yield process
-    process.terminate()
-    process.wait(15)
 
 
 def test_soak_lookups_agree_with_clerk_after_every_acknowledged_delivery(
@@ -203,11 +187,3 @@ def random_change(rng: random.Random, clerk: ClerkStandIn, orgs: list[str]) -> t
         return clerk.remove_membership(user_id, org_id), (user_id, org_id)
     new_role = rng.choice([r for r in ROLES if r != current[org_id][0]])
     return clerk.update_membership(user_id, org_id, new_role), (user_id, org_id)
-
-
-def wait_until_drained(redis: Redis, timeout_s: float = 60.0) -> None:
-    """Until the worker has emptied the queue and the pending set."""
-    deadline = time.monotonic() + timeout_s
-    while redis.llen(f"rq:queue:{QUEUE_NAME}") or redis.scard(PENDING_REFRESH_KEY):
-        assert time.monotonic() < deadline, "the worker did not drain"
-        time.sleep(0.05)

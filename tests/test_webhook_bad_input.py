@@ -90,11 +90,12 @@ CASES: dict[str, tuple[Case, int, str]] = {
     "type not a string": (lambda: signed(json.dumps({"type": 3, "data": {}})), 400, "invalid_event"),
     "no data": (lambda: signed(json.dumps({"type": "user.deleted"})), 400, "invalid_event"),
     "data not an object": (lambda: signed(json.dumps({"type": "user.deleted", "data": []})), 400, "invalid_event"),
-    "membership without user id": (
-        lambda: signed(json.dumps(membership_event(user_id=None))),
+    "membership without user or org id": (
+        lambda: signed(json.dumps({"type": "organizationMembership.deleted", "data": {"public_user_data": {}}})),
         400,
         "invalid_id",
     ),
+    "deeply nested json": (lambda: signed("[" * 100_000 + "]" * 100_000), 400, "invalid_json"),
     "user id with a star": (lambda: signed(json.dumps(membership_event(user_id="user_*"))), 400, "invalid_id"),
     "user id with a colon": (lambda: signed(json.dumps(membership_event(user_id="user_a:b"))), 400, "invalid_id"),
     "user id with a newline": (lambda: signed(json.dumps(membership_event(user_id="user_a\nb"))), 400, "invalid_id"),

@@ -208,3 +208,33 @@ def test_an_org_with_a_thousand_cached_members_is_fixed_by_one_job(
     assert run_worker() == 1
     values = redis.mget([f"user-orgs:{u}" for u in members])
     assert all(v is not None and json.loads(v)[0]["organizationName"] == "Acme Renamed" for v in values)
+
+
+def test_membership_event_without_a_user_id_invalidates_the_whole_org(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    for user_id in (ALICE, BOB):
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    event = clerk.remove_membership(ALICE, acme)
+    del event["data"]["public_user_data"]
+    assert post_event(client, event).status_code == 200
+    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
+    assert cache.get_membership(ALICE, acme) is None
+
+
+def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    event, msg_id = clerk.update_membership(ALICE, acme, "org:admin"), new_message_id()
+    assert post_event(client, event, msg_id=msg_id).json == {"status": "processed"}
+    redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # as if the enqueue was lost
+
+    assert post_event(client, event, msg_id=msg_id).json == {"status": "duplicate"}
+
+    assert run_worker() == 1
+    assert [m.role for m in cache.get_memberships(ALICE)] == ["org:admin"]

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from cache.config import Settings
 from cache.connections import intake_redis
 from cache.errors import InvalidId, WebhookRejected
+from cache.redis_checks import risky_settings
 from webhook.events import parse_event, targets_for
 from webhook.intake import Intake
 from webhook.verify import SignatureVerifier
@@ -42,6 +43,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     client = redis if redis is not None else intake_redis(settings.redis_url)
     verifier = SignatureVerifier(settings.webhook_signing_secrets)
     intake = Intake(client)
+    for warning in risky_settings(client):
+        log.warning(warning)
 
     @app.post("/webhooks/clerk")
     def clerk_webhook() -> tuple[Response, int]:

@@ -22,8 +22,8 @@ def parse_event(body: str) -> dict[str, Any]:
     """The event envelope, after its signature was verified."""
     try:
         event = json.loads(body)
-    except ValueError:
-        raise WebhookRejected(400, "invalid_json", "body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise WebhookRejected(400, "invalid_json", "body is not JSON (or nested too deeply)") from None
     if not isinstance(event, dict):
         raise WebhookRejected(400, "invalid_event", "event is not a JSON object")
     if not isinstance(event.get("type"), str):
@@ -41,6 +41,10 @@ def targets_for(event: dict[str, Any]) -> list[Target] | None:
         if kind in MEMBERSHIP_EVENTS:
             user_data = data.get("public_user_data")
             user_id = user_data.get("user_id") if isinstance(user_data, dict) else None
+            if user_id is None:
+                # no user named: invalidate the whole org rather than lose the change
+                org = data.get("organization")
+                return [refresh_org(org.get("id") if isinstance(org, dict) else None)]
             return [refresh_user(user_id)]
         if kind == "organizationInvitation.accepted":
             return [refresh_user(data.get("user_id"))]

@@ -56,17 +56,22 @@ def drain_pending_refreshes() -> dict[str, int]:
     protocol.start_drain(cache.redis)
     refreshed = skipped = 0
     failed: list[str] = []
-    with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
-        while batch := protocol.take_pending(cache.redis, BATCH):
-            for user_id, outcome in zip(batch, pool.map(lambda u: _refresh_one(cache, u), batch), strict=True):
-                if outcome is None:
-                    failed.append(user_id)
-                elif outcome:
-                    refreshed += 1
-                else:
-                    skipped += 1
+    batch: list[str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
+            while batch := protocol.take_pending(cache.redis, BATCH):
+                for user_id, outcome in zip(batch, pool.map(lambda u: _refresh_one(cache, u), batch), strict=True):
+                    if outcome is None:
+                        failed.append(user_id)
+                    elif outcome:
+                        refreshed += 1
+                    else:
+                        skipped += 1
+                batch = []
+    finally:
+        # on any exit, users popped but not refreshed go back for the retry (best effort: Redis may be down)
+        protocol.return_pending(cache.redis, failed + batch)
     if failed:
-        protocol.return_pending(cache.redis, failed)
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
     log.info("drained refreshes refreshed=%d skipped=%d", refreshed, skipped)
     return {"refreshed": refreshed, "skipped": skipped}

@@ -1,0 +1,42 @@
+"""Redis settings under which the freshness guarantee does not hold, checked at start-up.
+
+- Eviction (any ``maxmemory-policy`` but ``noeviction``) can drop an ``org-users:*``
+  index, rarely read and so first to go; an org event then misses cached members.
+- Persistence that can lose acknowledged writes (RDB snapshots, AOF without
+  ``appendfsync always``) can bring a revoked value back after a crash. Without any
+  persistence a restart comes back empty, which is safe.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+def risky_settings(redis: Redis) -> list[str]:
+    """One line per risky setting; [] when all is well or CONFIG is not allowed (managed Redis)."""
+    try:
+        config = redis.config_get("maxmemory-policy")
+        config |= redis.config_get("save")
+        config |= redis.config_get("appendonly")
+        config |= redis.config_get("appendfsync")
+    except RedisError:
+        return []
+    found = []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        found.append(
+            f"Redis maxmemory-policy is {policy}: eviction can drop an org index so that an org event "
+            "misses cached members; use noeviction"
+        )
+    if config.get("save"):
+        found.append(
+            "Redis saves RDB snapshots: after a crash it can restore a value revoked since the last "
+            'snapshot; run it without persistence (save "") or with appendonly yes and appendfsync always'
+        )
+    elif config.get("appendonly") == "yes" and config.get("appendfsync") != "always":
+        found.append(
+            f"Redis appendfsync is {config.get('appendfsync')}: a crash can lose an acknowledged "
+            "revocation; use appendfsync always, or no persistence at all"
+        )
+    return found
