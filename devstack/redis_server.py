@@ -66,7 +66,10 @@ class RedisServer:
             "--dir", str(self._dir),
             "--logfile", str(self._dir / "redis.log"),
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # own session: a Ctrl-C meant for our process group must not kill Redis before our processes stop
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         try:

@@ -66,6 +66,10 @@ def local_signing_secret() -> str:
     return secret
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     env = dict(os.environ)
     env["REDIS_URL"] = env.get("REDIS_URL") or DEFAULT_REDIS_URL
@@ -88,7 +92,7 @@ def main() -> int:
     print(f"redis:  {env['REDIS_URL']}" + (" (started for you)" if redis_server else ""))
     print(f"clerk:  {env.get('CLERK_API_URL', 'https://api.clerk.com')}" + (" (stand-in)" if standin else ""))
     stack = LocalStack(env)
-    signal.signal(signal.SIGTERM, lambda *_: stack.stop())
+    signal.signal(signal.SIGTERM, _interrupt)  # unwind like Ctrl-C, so the finally below stops everything
     try:
         stack.start()
         print(f"ready:  POST signed Clerk events to {stack.url}/webhooks/clerk", flush=True)

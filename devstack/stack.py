@@ -75,15 +75,29 @@ class LocalStack:
     def stop(self, timeout_s: float = 15.0) -> None:
         if self._process is None or self._process.poll() is not None:
             return
-        os.killpg(self._process.pid, signal.SIGTERM)
+        group = self._process.pid
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
         try:
             self._process.wait(timeout=timeout_s)
+            while _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.05)  # honcho can exit before its children have
         except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+            pass
+        if _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
+        self._process.wait()
 
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

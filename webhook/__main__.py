@@ -54,6 +54,7 @@ def main() -> int:
             "timeout": 30,
             "graceful_timeout": 20,
             "accesslog": "-",
+            "control_socket_disable": True,  # one fixed path per user would collide between instances
         },
     ).run()
     return 0
