@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -36,8 +37,8 @@ from cache.contract import (
     membership_from_clerk,
     user_orgs_key,
 )
-from cache.errors import CacheUnavailable, ClerkNotFound, ClerkUnavailable
-from cache.protocol import Acquired, Protocol, Target, drop_user, new_token
+from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
+from cache.protocol import Acquired, Fill, Protocol, Target, drop_user, new_token
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,41 @@ class MembershipCache:
     def refresh(self, user_id: str) -> bool:
         """Warm the user's key if it is absent and nobody is filling it (used by the worker).
 
-        Returns True if this call stored a value. Raises ClerkUnavailable and friends
-        so the job can retry; RedisError propagates too.
+        Returns True if this call stored a value. Raises ClerkError subclasses so the
+        job can retry; RedisError propagates too.
         """
-        check_user_id(user_id)
-        token = new_token()
-        state, _ = self._protocol.acquire(user_id, token, self.lease_ms)
-        if state is not Acquired.LEASE:
-            return False
-        return self._fetch_and_fill(user_id, token) is not None
+        outcome = self.refresh_many([user_id])[user_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def refresh_many(self, user_ids: Sequence[str], pool: Executor | None = None) -> dict[str, bool | ClerkError]:
+        """`refresh` for many users: leases in one round trip, Clerk reads in parallel on
+        ``pool``, fills in one round trip.
+
+        Per user: True stored; False nothing to do (cached, being filled, refused because
+        an invalidation won, or unknown to Clerk); or the ClerkError to retry on.
+        RedisError propagates.
+        """
+        for user_id in user_ids:
+            check_user_id(user_id)
+        tokens = {user_id: new_token() for user_id in user_ids}
+        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms)
+        leased = [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
+        outcomes: dict[str, bool | ClerkError] = dict.fromkeys(user_ids, False)
+        fills: list[Fill] = []
+        for user_id, result in zip(leased, (pool.map if pool else map)(self._fetch_or_error, leased), strict=True):
+            if isinstance(result, ClerkError):
+                self._release_quietly(user_id, tokens[user_id])
+                if not isinstance(result, ClerkNotFound):
+                    outcomes[user_id] = result
+            else:
+                fills.append(self._fill_for(user_id, tokens[user_id], result))
+        if fills:
+            for fill, stored in zip(fills, self._protocol.fill_many(fills, self.ttl_seconds), strict=True):
+                outcomes[fill.user_id] = stored
+                self.stats.add("fills" if stored else "fills_refused")
+        return outcomes
 
     # -- internals ----------------------------------------------------------------
 
@@ -195,18 +222,22 @@ class MembershipCache:
             self._release_quietly(user_id, token)
             raise
         try:
-            stored = self._protocol.fill(
-                user_id,
-                token,
-                encode_memberships(memberships),
-                self.ttl_seconds,
-                (m.organization_id for m in memberships),
-            )
+            stored = self._protocol.fill(self._fill_for(user_id, token, memberships), self.ttl_seconds)
         except RedisError:
             self.breaker.record_failure()
             return memberships
         self.stats.add("fills" if stored else "fills_refused")
         return memberships
+
+    @staticmethod
+    def _fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
+        return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
+
+    def _fetch_or_error(self, user_id: str) -> list[Membership] | ClerkError:
+        try:
+            return self._fetch(user_id)
+        except ClerkError as exc:
+            return exc
 
     def _release_quietly(self, user_id: str, token: str) -> None:
         """Give the lease back so waiters need not wait it out; best effort."""

@@ -21,12 +21,13 @@ TypeScript (or any) client can run the very same scripts:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from cache import contract
 
@@ -172,10 +173,24 @@ def new_token() -> str:
     return secrets.token_hex(12)
 
 
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One FILL: store ``value`` for ``user_id`` if ``token`` still holds its lease."""
+
+    user_id: str
+    token: str
+    value: str
+    org_ids: tuple[str, ...]
+
+
 class Protocol:
-    """The scripts, registered on one Redis client (they load once, then run by SHA)."""
+    """The scripts, registered on one Redis client (they load once, then run by SHA).
+
+    The ``*_many`` forms send one call per user in a single pipelined round trip.
+    """
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._fill = redis.register_script(FILL_LUA)
         self._release = redis.register_script(RELEASE_LUA)
@@ -183,29 +198,44 @@ class Protocol:
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
+        return _acquired(self._call_acquire(self._redis, user_id, token, lease_ms))
+
+    def acquire_many(self, requests: Sequence[tuple[str, str]], lease_ms: int) -> list[tuple[Acquired, Any]]:
+        """`acquire` for each (user id, token), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, token in requests:
+            self._call_acquire(pipe, user_id, token, lease_ms)
+        return [_acquired(reply) for reply in pipe.execute()]
+
+    def fill(self, fill: Fill, ttl_s: int) -> bool:
+        """Store only if the token still holds the lease and none of the value's orgs changed since."""
+        return bool(self._call_fill(self._redis, fill, ttl_s))
+
+    def fill_many(self, fills: Sequence[Fill], ttl_s: int) -> list[bool]:
+        """`fill` for each, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for fill in fills:
+            self._call_fill(pipe, fill, ttl_s)
+        return [bool(reply) for reply in pipe.execute()]
+
+    def release(self, user_id: str, token: str) -> None:
+        """Give a lease back (after a failed Clerk call) so waiters need not wait it out."""
+        self._release(keys=[contract.lease_key(user_id)], args=[token])
+
+    def _call_acquire(self, client: Redis | Pipeline, user_id: str, token: str, lease_ms: int) -> Any:
         if not 0 < lease_ms <= MAX_LEASE_MS:
             raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
         keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id), contract.CHANGE_SEQ_KEY]
-        reply = self._acquire(keys=keys, args=[token, lease_ms])
-        state = Acquired(int(reply[0]))
-        return state, (reply[1] if len(reply) > 1 else None)
+        return self._acquire(keys=keys, args=[token, lease_ms], client=client)
 
-    def fill(self, user_id: str, token: str, value: str, ttl_s: int, org_ids: Iterable[str]) -> bool:
-        """Store ``value`` only if ``token`` still holds the lease and none of its orgs changed since."""
-        orgs = list(dict.fromkeys(org_ids))
-        keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id)]
+    def _call_fill(self, client: Redis | Pipeline, fill: Fill, ttl_s: int) -> Any:
+        orgs = list(dict.fromkeys(fill.org_ids))
+        keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
         keys += [contract.org_index_key(org_id) for org_id in orgs]
         keys += [contract.org_changed_key(org_id) for org_id in orgs]
-        return bool(self._fill(keys=keys, args=[token, value, ttl_s, user_id]))
+        return self._fill(keys=keys, args=[fill.token, fill.value, ttl_s, fill.user_id], client=client)
 
-    def release(self, user_id: str, token: str) -> None:
-        self._release(keys=[contract.lease_key(user_id)], args=[token])
-
-    def record(
-        self,
-        targets: Sequence[Target],
-        svix_id: str | None = None,
-    ) -> Recorded:
+    def record(self, targets: Sequence[Target], svix_id: str | None = None) -> Recorded:
         """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
         keys = [contract.PENDING_REFRESH_KEY, contract.DRAIN_SCHEDULED_KEY, contract.CHANGE_SEQ_KEY]
         if svix_id is not None:
@@ -223,25 +253,29 @@ class Protocol:
         recorded, invalidated, schedule = self._record(keys=keys, args=args)
         return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
 
-    def start_drain(self, redis: Redis) -> None:
-        """Called first by a drain job: events from now on enqueue another job."""
-        redis.delete(contract.DRAIN_SCHEDULED_KEY)
-
-    def take_pending(self, redis: Redis, count: int) -> list[str]:
-        """Pop up to ``count`` users waiting for a refresh."""
-        popped: list[bytes | str] = redis.spop(contract.PENDING_REFRESH_KEY, count) or []  # type: ignore[assignment]
-        return [u.decode() if isinstance(u, bytes) else str(u) for u in popped]
-
-    def return_pending(self, redis: Redis, user_ids: Sequence[str]) -> None:
-        """Put back users whose refresh failed, for the job's retry."""
-        if user_ids:
-            redis.sadd(contract.PENDING_REFRESH_KEY, *user_ids)
-
-    def forget(self, svix_id: str, redis: Redis) -> None:
+    def forget(self, svix_id: str) -> None:
         """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
 
         The invalidation stays (it is idempotent); forgetting the message id lets
         Svix's retry go through the whole path again, and dropping the marker lets
         it enqueue the drain job.
         """
-        redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)
+        self._redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)
+
+    def start_drain(self) -> None:
+        """Called first by a drain job: events from now on enqueue another job."""
+        self._redis.delete(contract.DRAIN_SCHEDULED_KEY)
+
+    def take_pending(self, count: int) -> list[str]:
+        """Pop up to ``count`` users waiting for a refresh."""
+        popped: list[bytes | str] = self._redis.spop(contract.PENDING_REFRESH_KEY, count) or []  # type: ignore[assignment]
+        return [u.decode() if isinstance(u, bytes) else str(u) for u in popped]
+
+    def return_pending(self, user_ids: Sequence[str]) -> None:
+        """Put back users whose refresh failed, for the job's retry."""
+        if user_ids:
+            self._redis.sadd(contract.PENDING_REFRESH_KEY, *user_ids)
+
+
+def _acquired(reply: Any) -> tuple[Acquired, Any]:
+    return Acquired(int(reply[0])), (reply[1] if len(reply) > 1 else None)

@@ -26,7 +26,6 @@ DRAIN_TIMEOUT_S = 600
 
 class Intake:
     def __init__(self, redis: Redis, queue_name: str = QUEUE_NAME) -> None:
-        self._redis = redis
         self._protocol = Protocol(redis)
         self._queue = Queue(queue_name, connection=redis)
 
@@ -38,7 +37,7 @@ class Intake:
                 enqueue_drain(self._queue)
             except RedisError:
                 try:
-                    self._protocol.forget(svix_id, self._redis)
+                    self._protocol.forget(svix_id)
                 finally:
                     raise
         return recorded

@@ -11,8 +11,6 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from redis.exceptions import RedisError
-
 from cache import build_cache
 from cache.config import Settings
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
@@ -50,19 +48,24 @@ def use_cache(cache: MembershipCache | None, concurrency: int = 8) -> None:
 
 
 def drain_pending_refreshes() -> dict[str, int]:
-    """Refresh every user in the pending set, in batches, with a few Clerk calls in parallel."""
+    """Refresh every user in the pending set, a batch at a time: one round trip for the
+    leases, Clerk calls in parallel, one round trip for the fills."""
     cache = _worker_cache()
     protocol = Protocol(cache.redis)
-    protocol.start_drain(cache.redis)
+    protocol.start_drain()
     refreshed = skipped = 0
     failed: list[str] = []
     batch: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
-            while batch := protocol.take_pending(cache.redis, BATCH):
-                for user_id, outcome in zip(batch, pool.map(lambda u: _refresh_one(cache, u), batch), strict=True):
-                    if outcome is None:
+            while batch := protocol.take_pending(BATCH):
+                for user_id, outcome in cache.refresh_many(batch, pool).items():
+                    if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
+                        log.warning("refresh failed user_id=%s error=%s", user_id, type(outcome).__name__)
                         failed.append(user_id)
+                    elif isinstance(outcome, ClerkError):
+                        log.warning("refresh dropped user_id=%s status=%s", user_id, outcome.status)
+                        skipped += 1
                     elif outcome:
                         refreshed += 1
                     else:
@@ -70,20 +73,8 @@ def drain_pending_refreshes() -> dict[str, int]:
                 batch = []
     finally:
         # on any exit, users popped but not refreshed go back for the retry (best effort: Redis may be down)
-        protocol.return_pending(cache.redis, failed + batch)
+        protocol.return_pending(failed + batch)
     if failed:
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
     log.info("drained refreshes refreshed=%d skipped=%d", refreshed, skipped)
     return {"refreshed": refreshed, "skipped": skipped}
-
-
-def _refresh_one(cache: MembershipCache, user_id: str) -> bool | None:
-    """True stored, False nothing to do, None failed and worth retrying."""
-    try:
-        return cache.refresh(user_id)
-    except (ClerkUnavailable, ClerkAuthError, RedisError) as exc:
-        log.warning("refresh failed user_id=%s error=%s", user_id, type(exc).__name__)
-        return None
-    except ClerkError as exc:
-        log.warning("refresh dropped user_id=%s error=%s status=%s", user_id, type(exc).__name__, exc.status)
-        return False
