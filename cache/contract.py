@@ -28,6 +28,7 @@ ORG_CHANGED_PREFIX = "clerk-org-cache:org-changed:"
 CHANGE_SEQ_KEY = "clerk-org-cache:change-seq"
 SEEN_EVENT_PREFIX = "clerk-webhook:seen:"
 PENDING_REFRESH_KEY = "clerk-org-cache:pending-refresh"
+REFRESHING_KEY = "clerk-org-cache:refreshing"
 DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
 QUEUE_NAME = "clerk-org-cache"
 

@@ -123,6 +123,14 @@ end
 return {recorded, invalidated, schedule}
 """
 
+TAKE_PENDING_LUA = """
+-- KEYS[1] pending-refresh set   KEYS[2] refreshing set   ARGV[1] count
+-- Pop users to refresh, remembering them until done, so a worker killed mid-job loses none.
+local users = redis.call('SPOP', KEYS[1], ARGV[1])
+if #users > 0 then redis.call('SADD', KEYS[2], unpack(users)) end
+return users
+"""
+
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
 MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
 ORG_CHANGED_MS = 2 * MAX_LEASE_MS  # how long an org change is remembered: longer than any lease
@@ -195,6 +203,7 @@ class Protocol:
         self._fill = redis.register_script(FILL_LUA)
         self._release = redis.register_script(RELEASE_LUA)
         self._record = redis.register_script(RECORD_LUA)
+        self._take_pending = redis.register_script(TAKE_PENDING_LUA)
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
@@ -263,18 +272,27 @@ class Protocol:
         self._redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)
 
     def start_drain(self) -> None:
-        """Called first by a drain job: events from now on enqueue another job."""
-        self._redis.delete(contract.DRAIN_SCHEDULED_KEY)
+        """Called first by a drain job: events from now on enqueue another job, and users a
+        killed job had taken are pending again (a concurrent job may refresh some twice)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(contract.DRAIN_SCHEDULED_KEY)
+        pipe.sunionstore(contract.PENDING_REFRESH_KEY, [contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY])
+        pipe.delete(contract.REFRESHING_KEY)
+        pipe.execute()
 
     def take_pending(self, count: int) -> list[str]:
-        """Pop up to ``count`` users waiting for a refresh."""
-        popped: list[bytes | str] = self._redis.spop(contract.PENDING_REFRESH_KEY, count) or []  # type: ignore[assignment]
-        return [u.decode() if isinstance(u, bytes) else str(u) for u in popped]
+        """Pop up to ``count`` users waiting for a refresh; call `done` for them afterwards."""
+        taken = self._take_pending(keys=[contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY], args=[count])
+        return [u.decode() if isinstance(u, bytes) else str(u) for u in taken]
 
-    def return_pending(self, user_ids: Sequence[str]) -> None:
-        """Put back users whose refresh failed, for the job's retry."""
-        if user_ids:
-            self._redis.sadd(contract.PENDING_REFRESH_KEY, *user_ids)
+    def done(self, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
+        """Finish taken users: forget ``refreshed``, put ``retry`` back in the pending set."""
+        pipe = self._redis.pipeline(transaction=True)
+        if retry:
+            pipe.sadd(contract.PENDING_REFRESH_KEY, *retry)
+        if refreshed or retry:
+            pipe.srem(contract.REFRESHING_KEY, *refreshed, *retry)
+        pipe.execute()
 
 
 def _acquired(reply: Any) -> tuple[Acquired, Any]:

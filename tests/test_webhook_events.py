@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 from flask.testing import FlaskClient
@@ -238,3 +239,49 @@ def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
 
     assert run_worker() == 1
     assert [m.role for m in cache.get_memberships(ALICE)] == ["org:admin"]
+
+
+def test_a_refresh_that_cannot_reach_clerk_leaves_the_key_deleted_and_retries(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, redis_server: object, clerk: ClerkStandIn
+) -> None:
+    from rq import Queue, SimpleWorker
+    from rq.registry import ScheduledJobRegistry
+
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
+    connection = Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
+    queue = Queue("clerk-org-cache", connection=connection)
+
+    clerk.fail_next(100, status=503)
+    SimpleWorker([queue], connection=connection).work(burst=True)
+
+    assert redis.exists(f"user-orgs:{ALICE}") == 0  # deleted, never the outdated admin role
+    assert redis.smembers("clerk-org-cache:pending-refresh") == {ALICE}
+    assert ScheduledJobRegistry(queue=queue).count == 1  # RQ retries it after 2 s
+    clerk.clear_failures()
+    time.sleep(2.2)
+    SimpleWorker([queue], connection=connection).work(burst=True, with_scheduler=True)
+    assert [m["role"] for m in json.loads(redis.get(f"user-orgs:{ALICE}") or "null")] == ["org:member"]
+    connection.close()
+
+
+def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    from cache.protocol import Protocol
+
+    acme = clerk.create_org("Acme")["data"]["id"]
+    for user_id in (ALICE, BOB):
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
+    # A first run of the job took both users, then its worker was killed; RQ runs the job again.
+    assert sorted(Protocol(cache.redis).take_pending(10)) == sorted([ALICE, BOB])
+    assert redis.scard("clerk-org-cache:pending-refresh") == 0
+
+    assert run_worker() == 1
+    for user_id in (ALICE, BOB):
+        assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["organizationName"] == "Acme Renamed"
+    assert redis.scard("clerk-org-cache:refreshing") == 0

@@ -59,10 +59,11 @@ def drain_pending_refreshes() -> dict[str, int]:
     try:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
             while batch := protocol.take_pending(BATCH):
+                retry: list[str] = []
                 for user_id, outcome in cache.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
                         log.warning("refresh failed user_id=%s error=%s", user_id, type(outcome).__name__)
-                        failed.append(user_id)
+                        retry.append(user_id)
                     elif isinstance(outcome, ClerkError):
                         log.warning("refresh dropped user_id=%s status=%s", user_id, outcome.status)
                         skipped += 1
@@ -70,10 +71,13 @@ def drain_pending_refreshes() -> dict[str, int]:
                         refreshed += 1
                     else:
                         skipped += 1
+                protocol.done(refreshed=[u for u in batch if u not in retry])
+                failed += retry
                 batch = []
     finally:
-        # on any exit, users popped but not refreshed go back for the retry (best effort: Redis may be down)
-        protocol.return_pending(failed + batch)
+        # on any exit, users taken but not refreshed go back for the retry (best effort: Redis may be down;
+        # if this process dies instead, the next drain job finds them in the refreshing set)
+        protocol.done(refreshed=[], retry=failed + batch)
     if failed:
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
     log.info("drained refreshes refreshed=%d skipped=%d", refreshed, skipped)
