@@ -79,7 +79,7 @@ class MembershipCache:
         clerk: ClerkClient,
         *,
         ttl_seconds: int = 300,
-        lease_ms: int = 30_000,
+        lease_ms: int = 15_000,
         fill_wait_s: float = 2.0,
         breaker: RedisBreaker | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -140,7 +140,10 @@ class MembershipCache:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
 
     def refresh(self, user_id: str) -> bool:
-        """Warm the user's key if it is absent and nobody is filling it (used by the worker).
+        """Warm the user's key if it is absent (used by the worker).
+
+        Takes the lease even from a caller already filling: that caller may have died,
+        and if it has not, its fill is refused and waiters get this one instead.
 
         Returns True if this call stored a value. Raises ClerkError subclasses so the
         job can retry; RedisError propagates too.
@@ -154,14 +157,14 @@ class MembershipCache:
         """`refresh` for many users: leases in one round trip, Clerk reads in parallel on
         ``pool``, fills in one round trip.
 
-        Per user: True stored; False nothing to do (cached, being filled, refused because
-        an invalidation won, or unknown to Clerk); or the ClerkError to retry on.
+        Per user: True stored; False nothing to do (cached, refused because an
+        invalidation won, or unknown to Clerk); or the ClerkError to retry on.
         RedisError propagates.
         """
         for user_id in user_ids:
             check_user_id(user_id)
         tokens = {user_id: new_token() for user_id in user_ids}
-        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms)
+        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
         leased = [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
         outcomes: dict[str, bool | ClerkError] = dict.fromkeys(user_ids, False)
         fills: list[Fill] = []

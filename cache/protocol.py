@@ -34,13 +34,20 @@ from cache import contract
 ACQUIRE_LUA = """
 -- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>   KEYS[3] change sequence
 -- ARGV[1] new random token ARGV[2] lease lifetime in ms
+-- ARGV[3] '1' to take the lease even from another caller (the worker: the holder may have died;
+--         a live holder's fill is then refused, and waiters get the worker's fill instead)
 -- -> {1, value} hit | {2, token} lease granted | {3} another caller is filling
 -- The lease remembers the change sequence at grant time, so FILL can tell whether an
 -- organization changed after the Clerk read began (see RECORD's 'o'/'x').
 local value = redis.call('GET', KEYS[1])
 if value then return {1, value} end
 local seq = redis.call('GET', KEYS[3]) or '0'
-if redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. seq, 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
+local lease = ARGV[1] .. ' ' .. seq
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], lease, 'PX', ARGV[2])
+  return {2, ARGV[1]}
+end
+if redis.call('SET', KEYS[2], lease, 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
 return {3}
 """
 
@@ -209,11 +216,13 @@ class Protocol:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
         return _acquired(self._call_acquire(self._redis, user_id, token, lease_ms))
 
-    def acquire_many(self, requests: Sequence[tuple[str, str]], lease_ms: int) -> list[tuple[Acquired, Any]]:
-        """`acquire` for each (user id, token), in one round trip."""
+    def acquire_many(
+        self, requests: Sequence[tuple[str, str]], lease_ms: int, *, take_over: bool = False
+    ) -> list[tuple[Acquired, Any]]:
+        """`acquire` for each (user id, token), in one round trip; ``take_over`` never answers WAIT."""
         pipe = self._redis.pipeline(transaction=False)
         for user_id, token in requests:
-            self._call_acquire(pipe, user_id, token, lease_ms)
+            self._call_acquire(pipe, user_id, token, lease_ms, take_over)
         return [_acquired(reply) for reply in pipe.execute()]
 
     def fill(self, fill: Fill, ttl_s: int) -> bool:
@@ -231,11 +240,13 @@ class Protocol:
         """Give a lease back (after a failed Clerk call) so waiters need not wait it out."""
         self._release(keys=[contract.lease_key(user_id)], args=[token])
 
-    def _call_acquire(self, client: Redis | Pipeline, user_id: str, token: str, lease_ms: int) -> Any:
+    def _call_acquire(
+        self, client: Redis | Pipeline, user_id: str, token: str, lease_ms: int, take_over: bool = False
+    ) -> Any:
         if not 0 < lease_ms <= MAX_LEASE_MS:
             raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
         keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id), contract.CHANGE_SEQ_KEY]
-        return self._acquire(keys=keys, args=[token, lease_ms], client=client)
+        return self._acquire(keys=keys, args=[token, lease_ms, "1" if take_over else "0"], client=client)
 
     def _call_fill(self, client: Redis | Pipeline, fill: Fill, ttl_s: int) -> Any:
         orgs = list(dict.fromkeys(fill.org_ids))

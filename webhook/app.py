@@ -39,7 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     settings = Settings.from_env(env, need_clerk_key=False, need_signing_secret=True)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # One byte over the limit: a chunked body (no Content-Length) is cut there by Werkzeug, and we refuse it below.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     client = redis if redis is not None else intake_redis(settings.redis_url)
     verifier = SignatureVerifier(settings.webhook_signing_secrets)
     intake = Intake(client)
@@ -51,8 +52,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
         started = time.perf_counter()
         if request.mimetype != "application/json":
             raise WebhookRejected(415, "unsupported_media_type", "Content-Type must be application/json")
+        raw = request.get_data(cache=False)
+        if len(raw) > MAX_BODY_BYTES:
+            raise WebhookRejected(413, "request_entity_too_large", "body over 1 MiB")
         try:
-            body = request.get_data(cache=False).decode("utf-8")
+            body = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise WebhookRejected(400, "invalid_encoding", "body is not UTF-8") from None
         svix_id = verifier.verify(body, request.headers.get)

@@ -14,20 +14,15 @@ from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Retry
 
-from cache.contract import QUEUE_NAME
 from cache.protocol import Protocol, Recorded, Target
-
-DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
-DRAIN_RETRY = Retry(max=6, interval=[2, 10, 30, 60, 120, 300])
-DRAIN_TIMEOUT_S = 600
+from cache.refresh_queue import enqueue_drain, refresh_queue
 
 
 class Intake:
-    def __init__(self, redis: Redis, queue_name: str = QUEUE_NAME) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._protocol = Protocol(redis)
-        self._queue = Queue(queue_name, connection=redis)
+        self._queue = refresh_queue(redis)
 
     def record(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
         """Raises RedisError if the event could not be recorded (answer 503: Svix retries)."""
@@ -41,14 +36,3 @@ class Intake:
                 finally:
                     raise
         return recorded
-
-
-def enqueue_drain(queue: Queue) -> None:
-    queue.enqueue_call(
-        DRAIN_JOB,
-        retry=DRAIN_RETRY,
-        timeout=DRAIN_TIMEOUT_S,
-        result_ttl=0,
-        failure_ttl=7 * 86_400,
-        description="refresh users whose memberships changed",
-    )

@@ -8,18 +8,44 @@ is on because job retries with intervals need it.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
 from cache.config import Settings
 from cache.contract import QUEUE_NAME
 from cache.errors import ConfigError
 from cache.redis_checks import risky_settings
+from cache.refresh_queue import resume_unfinished
 
 WORKER_TTL_S = 60  # heartbeat lifetime: a dead worker's job is noticed sooner than RQ's 420 s default
 MAINTENANCE_INTERVAL_S = 60  # how often abandoned jobs are looked for (RQ's default: 600 s)
+
+
+class _Worker(SimpleWorker):
+    """Remembers whether it stopped on a signal, to tell a shutdown from a crash."""
+
+    signalled = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        self.signalled = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+
+def wait_for_redis(connection: Redis, log: logging.Logger) -> None:
+    delay = 0.1
+    while True:
+        try:
+            connection.ping()
+            return
+        except RedisError:
+            log.warning("Redis unavailable; retrying in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def main() -> int:
@@ -30,13 +56,31 @@ def main() -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     connection = Redis.from_url(settings.redis_url)  # RQ's own client; the cache builds a fail-fast one
+    log = logging.getLogger("worker")
     for warning in risky_settings(connection):
-        logging.getLogger("worker").warning(warning)
+        log.warning(warning)
     queue = Queue(QUEUE_NAME, connection=connection)
-    worker = SimpleWorker(
-        [queue], connection=connection, worker_ttl=WORKER_TTL_S, maintenance_interval=MAINTENANCE_INTERVAL_S
-    )
-    worker.work(with_scheduler=True)
+    while True:
+        # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
+        # (on a Procfile host under honcho, one process exiting stops them all).
+        wait_for_redis(connection, log)
+        try:
+            if resume_unfinished(connection):
+                log.info("queued a drain for refreshes left unfinished")
+        except RedisError:
+            continue
+        worker = _Worker(
+            [queue], connection=connection, worker_ttl=WORKER_TTL_S, maintenance_interval=MAINTENANCE_INTERVAL_S
+        )
+        try:
+            worker.work(with_scheduler=True)
+        except RedisError:
+            log.warning("worker lost Redis", exc_info=True)
+        if worker.signalled:  # SIGTERM or SIGINT: a warm shutdown
+            break
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the next worker installs RQ's handlers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        log.warning("worker stopped after an error; starting a new one once Redis answers")
     return 0
 
 

@@ -1,0 +1,44 @@
+"""The one RQ job this project runs, and when to enqueue it.
+
+Shared by the intake (after an event) and the worker (at start-up, to pick up work
+a killed worker left). The job is named by dotted path, so nothing here imports
+worker/.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue, Retry
+
+from cache import contract
+from cache.protocol import DRAIN_MARKER_TTL_S
+
+DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
+# RQ needs the worker's scheduler for intervals; the keys stay deleted (never stale) meanwhile.
+DRAIN_RETRY = Retry(max=6, interval=[2, 10, 30, 60, 120, 300])
+# Also bounds how long RQ waits before treating a killed SimpleWorker's job as abandoned (timeout + 60 s).
+DRAIN_TIMEOUT_S = 180
+
+
+def refresh_queue(redis: Redis) -> Queue:
+    return Queue(contract.QUEUE_NAME, connection=redis)
+
+
+def enqueue_drain(queue: Queue) -> None:
+    queue.enqueue_call(
+        DRAIN_JOB,
+        retry=DRAIN_RETRY,
+        timeout=DRAIN_TIMEOUT_S,
+        result_ttl=0,
+        failure_ttl=7 * 86_400,
+        description="refresh users whose memberships changed",
+    )
+
+
+def resume_unfinished(redis: Redis) -> bool:
+    """Enqueue a drain if users are waiting or were taken by a job that died; True if enqueued."""
+    waiting = redis.scard(contract.PENDING_REFRESH_KEY) + redis.scard(contract.REFRESHING_KEY)
+    if waiting and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
+        enqueue_drain(refresh_queue(redis))
+        return True
+    return False

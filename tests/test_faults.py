@@ -1,0 +1,213 @@
+"""Faults in real processes: a worker SIGKILLed mid-job, Redis restarting under a stream of
+events, Clerk timing out, oversize streamed bodies, and secrets kept out of every log."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from redis import Redis
+
+from cache import ClerkClient, ClerkUnavailable, MembershipCache
+from cache.connections import cache_redis
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer, free_port
+from devstack.signing import new_signing_secret, sign, signed_event
+from devstack.stack import REPO, LocalStack
+from tests.conftest import CLERK_KEY
+
+ALICE = "user_2alice000000000000000000000"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """These tests stop and restart Redis, so each gets a server of its own."""
+    with RedisServer() as server:
+        yield server
+
+
+def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CLERK_SECRET_KEY": CLERK_KEY,
+        "CLERK_API_URL": clerk.url,
+        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+        "PORT": str(free_port()),
+    }
+
+
+def start_worker(env: dict[str, str], log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer) -> None:
+    """SIGKILL while the drain job waits on Clerk; a restarted worker finishes the work at once."""
+    secret = new_signing_secret()
+    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        acme = clerk.create_org("Acme")["data"]["id"]
+        users = [f"user_2kill{i}" for i in range(3)]
+        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
+        for user_id in users:
+            clerk.add_membership(user_id, acme)
+            cache.get_memberships(user_id)
+        env = stack_env(own_redis.url, clerk, secret)
+        redis = Redis.from_url(own_redis.url, decode_responses=True)
+        first = start_worker(env)
+        try:
+            with clerk.hold(users[0]) as gate:
+                from flask.testing import FlaskClient  # noqa: F401  (the intake runs in this process)
+
+                from webhook import create_app
+
+                client = create_app({"REDIS_URL": own_redis.url, "CLERK_WEBHOOK_SIGNING_SECRET": secret}).test_client()
+                body, headers = signed_event(secret, clerk.update_org(acme, name="Acme Renamed"))
+                assert client.post("/webhooks/clerk", data=body, headers=headers).status_code == 200
+                assert gate.wait_arrived(timeout=20)  # the job is mid-flight
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+            assert redis.scard("clerk-org-cache:refreshing") == 3
+            second = start_worker(env)  # its lease takes over the dead worker's
+            try:
+                wait_for(lambda: all(redis.exists(f"user-orgs:{u}") for u in users))
+                for user_id in users:
+                    assert json.loads(redis.get(f"user-orgs:{user_id}") or "")[0]["organizationName"] == "Acme Renamed"
+            finally:
+                second.terminate()
+                second.wait(15)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            redis.close()
+
+
+def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    clerk.add_membership(ALICE, clerk.create_org("Acme")["data"]["id"])
+    clerk.latency_s = 1.0
+    slow = MembershipCache(
+        cache_redis(redis_server.url),
+        ClerkClient(CLERK_KEY, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0),
+    )
+    started = time.perf_counter()
+    with pytest.raises(ClerkUnavailable, match="Timeout"):
+        slow.get_memberships(ALICE)
+    assert time.perf_counter() - started < 2.5
+    assert redis.keys("user-orgs*") == []
+
+
+def test_redis_restarting_under_a_stream_of_events_loses_no_acknowledged_event(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Events are redelivered after a 503, as Svix does. Every acknowledged removal must hold
+    at once, and at the end every lookup agrees with Clerk."""
+    secret = new_signing_secret()
+    rng = random.Random(7)
+    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        orgs = [clerk.create_org(f"Org {i}")["data"]["id"] for i in range(3)]
+        users = [f"user_2stream{i}" for i in range(6)]
+        env = stack_env(own_redis.url, clerk, secret)
+        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
+        with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
+            outage = threading.Timer(1.0, own_redis.restart)  # kill, then start empty on the same port
+            outage.start()
+            unavailable = stale = 0
+            started = time.monotonic()
+            while time.monotonic() - started < 4.0:
+                user_id, org_id = rng.choice(users), rng.choice(orgs)
+                member = any(m["organization"]["id"] == org_id for m in clerk.memberships_of(user_id))
+                cache.get_memberships(user_id)
+                event = clerk.remove_membership(user_id, org_id) if member else clerk.add_membership(user_id, org_id)
+                body, headers = signed_event(secret, event)
+                while True:  # Svix: retry until 2xx
+                    try:
+                        status = requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
+                    except requests.RequestException:
+                        status = None
+                    if status is not None and status.status_code == 200:
+                        break
+                    assert status is None or status.status_code == 503
+                    unavailable += 1
+                    assert unavailable < 200, "the intake did not recover after Redis came back"
+                    time.sleep(0.05)
+                if member and cache.get_membership(user_id, org_id) is not None:
+                    stale += 1
+            outage.join()
+            assert unavailable > 0  # the outage happened mid-stream
+            assert stale == 0
+            redis = Redis.from_url(own_redis.url)
+            wait_for(
+                lambda: (
+                    not redis.llen("rq:queue:clerk-org-cache") and not redis.scard("clerk-org-cache:pending-refresh")
+                )
+            )
+            for user_id in users:
+                want = sorted(m["organization"]["id"] for m in clerk.memberships_of(user_id))
+                assert sorted(m.organization_id for m in cache.get_memberships(user_id)) == want
+            redis.close()
+
+
+def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, tmp_path: Path) -> None:
+    secret = new_signing_secret()
+    log_path = tmp_path / "stack.log"
+    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        acme = clerk.create_org("Acme")["data"]["id"]
+        clerk.add_membership(ALICE, acme)
+        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
+        cache.get_memberships(ALICE)
+        bodies: list[str] = []
+        with open(log_path, "wb") as log, LocalStack(stack_env(own_redis.url, clerk, secret), log=log) as stack:
+            url = stack.url + "/webhooks/clerk"
+            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:admin"))
+            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+            bodies.append(requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=15).text)
+            bodies.append(requests.post(url, data=body, headers=sign(new_signing_secret(), body), timeout=15).text)
+            clerk.fail_next(50, status=401)  # the worker's Clerk calls are refused: it logs the failure
+            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:member"))
+            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+            time.sleep(1.0)
+        text = log_path.read_text(errors="replace") + "".join(bodies)
+    assert "refresh failed" in text  # the worker did log the Clerk failure...
+    for value in (secret, secret.removeprefix("whsec_"), CLERK_KEY):
+        assert value not in text  # ...and no secret anywhere
+
+
+def test_an_oversize_streamed_body_is_refused_without_reading_it_all(own_redis: RedisServer) -> None:
+    """Chunked transfer (no Content-Length) of 2 MiB against the real gunicorn process."""
+    secret = new_signing_secret()
+    with ClerkStandIn(secret_key=CLERK_KEY) as clerk, LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
+        with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"x" * 65536
+            try:
+                for _ in range(32):
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sock.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the server may close the connection as soon as it has answered
+            answer = sock.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer[:200]
+        assert '"error":"request_entity_too_large"' in answer.replace(" ", "")
