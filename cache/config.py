@@ -32,6 +32,7 @@ class Settings:
     user_orgs_ttl_seconds: int = DEFAULT_TTL_SECONDS
     port: int = 8000
     refresh_concurrency: int = 8
+    refresh_retry_intervals: tuple[int, ...] = (2, 10, 30, 60, 120, 300)
 
     @classmethod
     def from_env(
@@ -51,6 +52,7 @@ class Settings:
             user_orgs_ttl_seconds=_int(env, "USER_ORGS_TTL_SECONDS", DEFAULT_TTL_SECONDS, 1, 86_400),
             port=_int(env, "PORT", 8000, 1, 65_535),
             refresh_concurrency=_int(env, "REFRESH_CONCURRENCY", 8, 1, 64),
+            refresh_retry_intervals=_intervals(env, "REFRESH_RETRY_INTERVALS", (2, 10, 30, 60, 120, 300)),
         )
 
 
@@ -65,6 +67,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(name, f"must be a whole number from {low} to {high}")
     return value
+
+
+def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(name, "must be comma-separated whole seconds, e.g. 2,10,30") from None
+    if not 1 <= len(values) <= 20 or any(not 0 <= v <= 86_400 for v in values):
+        raise ConfigError(name, "must list 1 to 20 retries of 0 to 86400 seconds each")
+    return values
 
 
 def _redis_url(env: Mapping[str, str]) -> str:

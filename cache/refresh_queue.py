@@ -14,8 +14,7 @@ from cache import contract
 from cache.protocol import DRAIN_MARKER_TTL_S
 
 DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
-# RQ needs the worker's scheduler for intervals; the keys stay deleted (never stale) meanwhile.
-DRAIN_RETRY = Retry(max=6, interval=[2, 10, 30, 60, 120, 300])
+DEFAULT_RETRY_INTERVALS = (2, 10, 30, 60, 120, 300)
 # Also bounds how long RQ waits before treating a killed SimpleWorker's job as abandoned (timeout + 60 s).
 DRAIN_TIMEOUT_S = 180
 
@@ -24,10 +23,12 @@ def refresh_queue(redis: Redis) -> Queue:
     return Queue(contract.QUEUE_NAME, connection=redis)
 
 
-def enqueue_drain(queue: Queue) -> None:
+def enqueue_drain(queue: Queue, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> None:
+    """Retries wait ``retry_intervals`` (RQ's worker scheduler runs them); the keys stay deleted,
+    never stale, meanwhile, and after the last one the job lands in RQ's failed registry."""
     queue.enqueue_call(
         DRAIN_JOB,
-        retry=DRAIN_RETRY,
+        retry=Retry(max=len(retry_intervals), interval=list(retry_intervals)),
         timeout=DRAIN_TIMEOUT_S,
         result_ttl=0,
         failure_ttl=7 * 86_400,
@@ -35,10 +36,10 @@ def enqueue_drain(queue: Queue) -> None:
     )
 
 
-def resume_unfinished(redis: Redis) -> bool:
+def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> bool:
     """Enqueue a drain if users are waiting or were taken by a job that died; True if enqueued."""
     waiting = redis.scard(contract.PENDING_REFRESH_KEY) + redis.scard(contract.REFRESHING_KEY)
     if waiting and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
-        enqueue_drain(refresh_queue(redis))
+        enqueue_drain(refresh_queue(redis), retry_intervals)
         return True
     return False

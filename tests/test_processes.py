@@ -38,6 +38,7 @@ def run_module(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[
         ("worker", {"CLERK_SECRET_KEY": "sk_test_x", "USER_ORGS_TTL_SECONDS": "soon"}, "USER_ORGS_TTL_SECONDS"),
         ("worker", {"CLERK_SECRET_KEY": "sk_test_x", "REDIS_URL": "http://x"}, "REDIS_URL"),
         ("worker", {"CLERK_SECRET_KEY": "sk_test_x", "CLERK_API_URL": "ftp://x"}, "CLERK_API_URL"),
+        ("worker", {"CLERK_SECRET_KEY": "sk_test_x", "REFRESH_RETRY_INTERVALS": "soon"}, "REFRESH_RETRY_INTERVALS"),
         ("webhook", {}, "CLERK_WEBHOOK_SIGNING_SECRET"),
         ("webhook", {"CLERK_WEBHOOK_SIGNING_SECRET": "whsec_not*base64"}, "CLERK_WEBHOOK_SIGNING_SECRET"),
         ("webhook", {"CLERK_WEBHOOK_SIGNING_SECRET": "secret_without_prefix"}, "CLERK_WEBHOOK_SIGNING_SECRET"),

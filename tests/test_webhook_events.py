@@ -285,3 +285,29 @@ def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
     for user_id in (ALICE, BOB):
         assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["organizationName"] == "Acme Renamed"
     assert redis.scard("clerk-org-cache:refreshing") == 0
+
+
+def test_after_the_last_retry_the_job_is_failed_and_the_key_stays_deleted(
+    redis_server: object, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    from rq import Queue, SimpleWorker
+    from rq.registry import FailedJobRegistry
+
+    from webhook import create_app
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    config = {"REDIS_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "REFRESH_RETRY_INTERVALS": "0,0"}
+    client = create_app(config).test_client()
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
+    clerk.fail_next(1000, status=500)
+    connection = Redis.from_url(url)
+    queue = Queue("clerk-org-cache", connection=connection)
+    for _ in range(3):  # the first run and two retries
+        SimpleWorker([queue], connection=connection).work(burst=True, with_scheduler=True)
+    assert FailedJobRegistry(queue=queue).count == 1
+    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert redis.smembers("clerk-org-cache:pending-refresh") == {ALICE}  # the next drain tries again
+    connection.close()

@@ -43,7 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     client = redis if redis is not None else intake_redis(settings.redis_url)
     verifier = SignatureVerifier(settings.webhook_signing_secrets)
-    intake = Intake(client)
+    intake = Intake(client, settings.refresh_retry_intervals)
     for warning in risky_settings(client):
         log.warning(warning)
 

@@ -16,20 +16,21 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from cache.protocol import Protocol, Recorded, Target
-from cache.refresh_queue import enqueue_drain, refresh_queue
+from cache.refresh_queue import DEFAULT_RETRY_INTERVALS, enqueue_drain, refresh_queue
 
 
 class Intake:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> None:
         self._protocol = Protocol(redis)
         self._queue = refresh_queue(redis)
+        self._retry_intervals = retry_intervals
 
     def record(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
         """Raises RedisError if the event could not be recorded (answer 503: Svix retries)."""
         recorded = self._protocol.record(targets, svix_id)
         if recorded.schedule_drain:
             try:
-                enqueue_drain(self._queue)
+                enqueue_drain(self._queue, self._retry_intervals)
             except RedisError:
                 try:
                     self._protocol.forget(svix_id)

@@ -65,7 +65,7 @@ def main() -> int:
         # (on a Procfile host under honcho, one process exiting stops them all).
         wait_for_redis(connection, log)
         try:
-            if resume_unfinished(connection):
+            if resume_unfinished(connection, settings.refresh_retry_intervals):
                 log.info("queued a drain for refreshes left unfinished")
         except RedisError:
             continue
