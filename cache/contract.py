@@ -13,6 +13,7 @@ prefixes, so a plain ``GET user-orgs:<id>`` reader never has to understand it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -127,7 +128,20 @@ def _required_str(item: Mapping[str, Any], field: str) -> str:
 
 
 def decode_memberships(raw: str | bytes) -> list[Membership]:
-    """Parse a stored value; raise CorruptValue if it breaks the contract."""
+    """Parse a stored value; raise CorruptValue if it breaks the contract.
+
+    Hits read the same bytes again and again, so decoded values are memoized by their
+    exact bytes (safe: Memberships are frozen, and different bytes decode afresh).
+    """
+    return list(_decode_memoized(raw))
+
+
+@functools.lru_cache(maxsize=512)
+def _decode_memoized(raw: str | bytes) -> tuple[Membership, ...]:
+    return tuple(_decode(raw))
+
+
+def _decode(raw: str | bytes) -> list[Membership]:
     try:
         items = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 
 import requests
 
@@ -21,6 +20,7 @@ from devstack.clerk_standin import SAMPLE_ORG_IDS, SAMPLE_USER_IDS, ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import REPO, LocalStack
+from devstack.waiting import wait_until
 
 ALICE = SAMPLE_USER_IDS["alice"]
 ACME = SAMPLE_ORG_IDS["acme"]
@@ -50,14 +50,6 @@ class Timeline:
         orgs = ", ".join(f"{m.organization_name} ({m.role})" for m in result) or "no orgs"
         self.note(f"lookup {label:<28} {took:7.2f} ms  {orgs:<48} from {source}")
         return result
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for the worker")
-        time.sleep(0.01)
 
 
 def main() -> int:
@@ -95,11 +87,11 @@ def main() -> int:
             timeline.lookup("(warm)")
             deliver(clerk.update_org(ACME, name="Acme Corporation"))
             timeline.lookup("right after the rename")
-            wait_for(refreshed)
+            wait_until(refreshed, 10, what="the worker's refresh")
             timeline.lookup("(warm again)")
             deliver(clerk.remove_membership(ALICE, ACME))
             timeline.lookup("right after the removal")
-            wait_for(refreshed)
+            wait_until(refreshed, 10, what="the worker's refresh")
             timeline.lookup("after the worker refreshed")
             member = cache.get_membership(ALICE, ACME)
             timeline.note(f"get_membership(alice, acme) -> {member}")

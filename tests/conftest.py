@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import REPO
+from devstack.waiting import wait_until
 from webhook import create_app
 from worker.jobs import use_cache
 
@@ -118,7 +118,8 @@ def worker_process(redis_server: RedisServer, clerk: ClerkStandIn) -> Iterator[s
 def wait_until_drained(redis: Redis, timeout_s: float = 60.0) -> None:
     """Until the worker has emptied the queue and the pending set and finished its job."""
     queue = Queue(QUEUE_NAME, connection=redis)
-    deadline = time.monotonic() + timeout_s
-    while queue.count or redis.scard(PENDING_REFRESH_KEY) or StartedJobRegistry(queue=queue).count:
-        assert time.monotonic() < deadline, "the worker did not drain"
-        time.sleep(0.02)
+    wait_until(
+        lambda: not (queue.count or redis.scard(PENDING_REFRESH_KEY) or StartedJobRegistry(queue=queue).count),
+        timeout_s,
+        what="the worker to drain",
+    )

@@ -26,6 +26,7 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret, sign, signed_event
 from devstack.stack import REPO, LocalStack
+from devstack.waiting import wait_until
 from tests.conftest import CLERK_KEY
 
 ALICE = "user_2alice000000000000000000000"
@@ -51,13 +52,6 @@ def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str) -> dict[str, str
 
 def start_worker(env: dict[str, str], log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(condition: Any, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer) -> None:
@@ -88,7 +82,7 @@ def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer) -> Non
             assert redis.scard("clerk-org-cache:refreshing") == 3
             second = start_worker(env)  # its lease takes over the dead worker's
             try:
-                wait_for(lambda: all(redis.exists(f"user-orgs:{u}") for u in users))
+                wait_until(lambda: all(redis.exists(f"user-orgs:{u}") for u in users))
                 for user_id in users:
                     assert json.loads(redis.get(f"user-orgs:{user_id}") or "")[0]["organizationName"] == "Acme Renamed"
             finally:
@@ -156,7 +150,7 @@ def test_redis_restarting_under_a_stream_of_events_loses_no_acknowledged_event(
             assert unavailable > 0  # the outage happened mid-stream
             assert stale == 0
             redis = Redis.from_url(own_redis.url)
-            wait_for(
+            wait_until(
                 lambda: (
                     not redis.llen("rq:queue:clerk-org-cache") and not redis.scard("clerk-org-cache:pending-refresh")
                 )

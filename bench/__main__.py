@@ -1,0 +1,427 @@
+"""``./dev bench``: the benchmark suite. Prints a table and writes JSON.
+
+Every figure is paired with a baseline measured in the same run, on the same
+machine, against the same private redis-server and Clerk stand-in:
+
+1. hit          get_cached_user_org_memberships on a warm key  vs  redis-py GET + json.loads
+2. miss         a cold lookup, Clerk at 60 ms                   vs  a bare requests call to Clerk
+3. stampede     50 concurrent cold lookups of one user          ->  Clerk calls
+4. intake       signed distinct events/s on the Procfile's web  vs  GET /healthz on the same server
+5. revocation   2xx of organizationMembership.deleted -> first lookup without the org
+6. fan-out      organization.updated, 1,000 cached members      ->  time until all are fixed
+7. drain        1,000 events for 1,000 distinct cached users    ->  events/s until every key reflects Clerk
+8. redis down   a lookup with Redis stopped                     vs  a bare requests call to Clerk
+9. curves       hit latency vs orgs per user; drain rate vs REFRESH_CONCURRENCY and worker processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis as redis_py
+import requests
+from redis import Redis
+
+from bench.loadgen import fire, raw_request
+from bench.stats import p50_p99_over_reps, percentile
+from cache import ClerkClient, MembershipCache
+from cache.connections import cache_redis
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer, free_port
+from devstack.signing import new_signing_secret, sign, signed_event
+from devstack.stack import REPO, LocalStack
+from devstack.waiting import wait_until
+
+KEY = "sk_test_bench"
+SECRET = new_signing_secret()
+CLERK_LATENCY_S = 0.060
+
+
+def user(i: int) -> str:
+    return f"user_2bench{i:06d}"
+
+
+class Bench:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.redis_server = RedisServer().start()
+        self.clerk = ClerkStandIn(secret_key=KEY).start()
+        self.redis = Redis.from_url(self.redis_server.url)
+        self.results: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.clerk.stop()
+        self.redis_server.close()
+
+    def cache(self, url: str | None = None) -> MembershipCache:
+        return MembershipCache(cache_redis(url or self.redis_server.url), ClerkClient(KEY, self.clerk.url))
+
+    def reset(self, latency_s: float = 0.0) -> None:
+        self.redis.flushall()
+        self.clerk.latency_s = latency_s
+
+    def seed(self, user_id: str, n_orgs: int, prefix: str = "o") -> list[str]:
+        orgs = []
+        for i in range(n_orgs):
+            org = self.clerk.create_org(f"{prefix} {i}")["data"]["id"]
+            self.clerk.add_membership(user_id, org)
+            orgs.append(org)
+        return orgs
+
+    @contextmanager
+    def stack(self, **env: str) -> Iterator[LocalStack]:
+        full = {
+            **os.environ,
+            "REDIS_URL": self.redis_server.url,
+            "CLERK_SECRET_KEY": KEY,
+            "CLERK_API_URL": self.clerk.url,
+            "CLERK_WEBHOOK_SIGNING_SECRET": SECRET,
+            "PORT": str(free_port()),
+            **env,
+        }
+        with open(REPO / ".devstack" / "bench-stack.log", "ab") as log, LocalStack(full, log=log) as stack:
+            yield stack
+
+    # -- 1. hit ---------------------------------------------------------------------
+
+    def hit(self, n_orgs: int = 3) -> dict[str, float]:
+        self.reset()
+        user_id = user(n_orgs)
+        self.seed(user_id, n_orgs, prefix=f"hit{n_orgs}")
+        cache = self.cache()
+        cache.get_memberships(user_id)
+        raw = Redis.from_url(self.redis_server.url)
+        key = f"user-orgs:{user_id}"
+        n, reps = (500, 3) if self.quick else (3000, 7)
+        return p50_p99_over_reps(
+            lambda: cache.get_memberships(user_id), lambda: json.loads(raw.get(key) or b""), n, reps
+        )
+
+    # -- 2. miss and 3. stampede --------------------------------------------------------
+
+    def miss(self) -> dict[str, float]:
+        self.reset(CLERK_LATENCY_S)
+        user_id = user(1)
+        self.seed(user_id, 3, prefix="miss")
+        cache = self.cache()
+        session = requests.Session()
+        url = f"{self.clerk.url}/v1/users/{user_id}/organization_memberships"
+
+        def cold() -> None:
+            self.redis.delete(f"user-orgs:{user_id}")
+            cache.get_memberships(user_id)
+
+        def bare() -> None:
+            session.get(url, params={"limit": 500, "offset": 0}, headers={"Authorization": f"Bearer {KEY}"}).json()
+
+        n, reps = (10, 3) if self.quick else (30, 5)
+        result = p50_p99_over_reps(cold, bare, n, reps)
+        result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
+        return result
+
+    def stampede(self) -> dict[str, float]:
+        self.reset(CLERK_LATENCY_S)
+        user_id = user(2)
+        self.seed(user_id, 3, prefix="stampede")
+        cache = self.cache()
+        self.clerk.reset_counts()
+        barrier = threading.Barrier(50)
+
+        def lookup() -> None:
+            barrier.wait()
+            cache.get_memberships(user_id)
+
+        threads = [threading.Thread(target=lookup) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = cache.stats.snapshot()
+        return {"clerk_calls": self.clerk.call_count(), "wait_fallbacks": stats["wait_fallbacks"]}
+
+    # -- 4. intake -------------------------------------------------------------------
+
+    def intake(self) -> dict[str, float]:
+        self.reset()
+        n = 3000 if self.quick else 12000
+        events = []
+        for i in range(n):
+            body = json.dumps(
+                {
+                    "type": "organizationMembership.updated",
+                    "object": "event",
+                    "data": {
+                        "organization": {"id": "org_2bench"},
+                        "public_user_data": {"user_id": user(100_000 + i)},
+                        "role": "org:member",
+                    },
+                }
+            )
+            events.append(raw_request("POST", "/webhooks/clerk", sign(SECRET, body), body.encode()))
+        healthz = [raw_request("GET", "/healthz", {})] * n
+        seconds = 3.0 if self.quick else 8.0
+        with self.stack(WEB_CONCURRENCY="2") as stack:
+            fire(stack.port, healthz[:200])  # warm up
+            base = fire(stack.port, healthz, max_seconds=seconds)
+            ours = fire(stack.port, events, max_seconds=seconds)
+        return {
+            "events_per_s": ours["per_second"],
+            "healthz_per_s": base["per_second"],
+            "ratio": ours["per_second"] / base["per_second"],
+            "failed": ours["failed"] + base["failed"],
+        }
+
+    # -- 5. revocation ------------------------------------------------------------------
+
+    def revocation(self) -> dict[str, float]:
+        """Staleness after the 2xx: how long lookups keep returning the removed org (0 when the intake
+        invalidates in its own transaction), and what the first lookup after it costs (a miss)."""
+        self.reset(CLERK_LATENCY_S)
+        user_id = user(3)
+        orgs = self.seed(user_id, 2, prefix="revoke")
+        cache = self.cache()
+        session = requests.Session()
+        rounds = 10 if self.quick else 50
+        stale_lookups = 0
+        stale_ms: list[float] = []
+        first_lookup_ms: list[float] = []
+        with self.stack() as stack:
+            for _ in range(rounds):
+                cache.get_memberships(user_id)
+                body, headers = signed_event(SECRET, self.clerk.remove_membership(user_id, orgs[0]))
+                response = session.post(stack.url + "/webhooks/clerk", data=body, headers=headers)
+                acked = time.perf_counter()
+                assert response.status_code == 200
+                last_stale_start = None
+                while True:
+                    started = time.perf_counter()
+                    if cache.get_membership(user_id, orgs[0]) is None:
+                        break
+                    stale_lookups += 1
+                    last_stale_start = started
+                first_lookup_ms.append((time.perf_counter() - started) * 1000)
+                stale_ms.append(0.0 if last_stale_start is None else (last_stale_start - acked) * 1000)
+                self.clerk.add_membership(user_id, orgs[0])
+                cache.invalidate(user_id)
+        return {
+            "rounds": rounds,
+            "stale_lookups_after_2xx": stale_lookups,
+            "staleness_p99_ms": percentile(stale_ms, 99),
+            "first_lookup_p50_ms": percentile(first_lookup_ms, 50),
+        }
+
+    # -- 6. fan-out and 7. drain ----------------------------------------------------------
+
+    def fan_out(self, members: int = 1000, latency_s: float = CLERK_LATENCY_S) -> dict[str, float]:
+        self.reset(0)
+        org = self.clerk.create_org("Fan Out")["data"]["id"]
+        users = [user(200_000 + i) for i in range(members)]
+        cache = self.cache()
+        for user_id in users:
+            self.clerk.add_membership(user_id, org)
+        for user_id in users:
+            cache.get_memberships(user_id)
+        self.clerk.latency_s = latency_s
+        with self.stack() as stack:
+            body, headers = signed_event(SECRET, self.clerk.update_org(org, name="Fan Out Renamed"))
+            assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers).status_code == 200
+            acked = time.perf_counter()
+            keys = [f"user-orgs:{u}" for u in users]
+            wait_until(lambda: all(v and b"Fan Out Renamed" in v for v in self.redis.mget(keys)), 120, poll_s=0.005)
+            seconds = time.perf_counter() - acked
+        return {"members": members, "clerk_latency_ms": latency_s * 1000, "seconds_until_all_fixed": seconds}
+
+    def drain(
+        self, events: int = 1000, latency_s: float = CLERK_LATENCY_S, concurrency: int = 8, workers: int = 1
+    ) -> dict[str, float]:
+        self.reset(0)
+        org = self.clerk.create_org("Drain")["data"]["id"]
+        users = [user(300_000 + i) for i in range(events)]
+        cache = self.cache()
+        for user_id in users:
+            self.clerk.add_membership(user_id, org)
+            cache.get_memberships(user_id)
+        requests_ = []
+        for user_id in users:
+            body, headers = signed_event(SECRET, self.clerk.update_membership(user_id, org, "org:admin"))
+            requests_.append(raw_request("POST", "/webhooks/clerk", headers, body.encode()))
+        self.clerk.latency_s = latency_s
+        with self.stack(REFRESH_CONCURRENCY=str(concurrency)) as stack:
+            extra = [self._worker_process(concurrency) for _ in range(workers - 1)]
+            try:
+                started = time.perf_counter()
+                sent = fire(stack.port, requests_, max_seconds=120)
+                acked = time.perf_counter() - started
+                keys = [f"user-orgs:{u}" for u in users]
+                wait_until(lambda: all(v and b"org:admin" in v for v in self.redis.mget(keys)), 300, poll_s=0.005)
+                done = time.perf_counter() - started
+            finally:
+                for process in extra:
+                    process.terminate()
+                    process.wait(15)
+        assert sent["failed"] == 0
+        return {
+            "events": events,
+            "clerk_latency_ms": latency_s * 1000,
+            "refresh_concurrency": concurrency,
+            "worker_processes": workers,
+            "revoked_per_s": events / acked,
+            "rewarmed_per_s": events / done,
+        }
+
+    def _worker_process(self, concurrency: int) -> subprocess.Popen[bytes]:
+        import sys
+
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_server.url,
+            "CLERK_SECRET_KEY": KEY,
+            "CLERK_API_URL": self.clerk.url,
+            "REFRESH_CONCURRENCY": str(concurrency),
+        }
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    # -- 8. redis down -------------------------------------------------------------------
+
+    def redis_down(self) -> dict[str, float]:
+        self.reset(0.020)
+        user_id = user(4)
+        self.seed(user_id, 3, prefix="down")
+        down = RedisServer()  # never started: nothing listens on its port
+        cache = self.cache(down.url)
+        cache.get_memberships(user_id)  # opens the breaker
+        session = requests.Session()
+        url = f"{self.clerk.url}/v1/users/{user_id}/organization_memberships"
+
+        def bare() -> None:
+            session.get(url, params={"limit": 500, "offset": 0}, headers={"Authorization": f"Bearer {KEY}"}).json()
+
+        n, reps = (10, 3) if self.quick else (40, 5)
+        result = p50_p99_over_reps(lambda: cache.get_memberships(user_id), bare, n, reps)
+        result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
+        down.close()
+        return result
+
+
+def run(quick: bool) -> dict[str, Any]:
+    (REPO / ".devstack").mkdir(exist_ok=True)
+    bench = Bench(quick)
+    r: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "redis_server": subprocess.run(
+                [bench.redis_server.binary, "--version"], capture_output=True, text=True, check=False
+            ).stdout.split()[2],
+            "redis_py": redis_py.__version__,
+            "hiredis": _has_hiredis(),
+        },
+        "quick": quick,
+    }
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("hit", bench.hit),
+        ("miss", bench.miss),
+        ("stampede", bench.stampede),
+        ("intake", bench.intake),
+        ("revocation", bench.revocation),
+        ("fan_out", bench.fan_out),
+        ("drain", bench.drain),
+        ("drain_clerk_0ms", lambda: bench.drain(latency_s=0.0)),
+        ("redis_down", bench.redis_down),
+        ("hit_vs_orgs", lambda: {str(n): bench.hit(n) for n in (1, 10, 100, 500)}),
+        ("drain_vs_concurrency", lambda: {str(c): bench.drain(concurrency=c) for c in (4, 8, 16, 32)}),
+        ("drain_vs_workers", lambda: {str(w): bench.drain(workers=w) for w in (1, 2, 4)}),
+    ]
+    try:
+        for name, step in steps:
+            started = time.perf_counter()
+            r[name] = step()
+            print(f"  {name:<22} done in {time.perf_counter() - started:5.1f} s", flush=True)
+    finally:
+        bench.close()
+    return r
+
+
+def _has_hiredis() -> bool:
+    try:
+        import hiredis  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [
+        ("hit p50", f"{r['hit']['ours_p50_us']:.0f} µs", f"{r['hit']['baseline_p50_us']:.0f} µs (GET+loads)",
+         f"{r['hit']['ratio_p50']:.2f}x", "≤ 1.3x"),
+        ("hit p99", f"{r['hit']['ours_p99_us']:.0f} µs", f"{r['hit']['baseline_p99_us']:.0f} µs",
+         f"{r['hit']['ratio_p99']:.2f}x", ""),
+        ("miss p50 (Clerk 60 ms)", f"{r['miss']['ours_p50_us'] / 1000:.1f} ms",
+         f"{r['miss']['baseline_p50_us'] / 1000:.1f} ms (bare requests)",
+         f"+{r['miss']['overhead_p50_ms']:.2f} ms", "≤ +2 ms"),
+        ("50 cold lookups, 1 user", f"{r['stampede']['clerk_calls']} Clerk call(s)", "50 without single-flight",
+         f"{r['stampede']['wait_fallbacks']} fallback(s)", "1 call"),
+        ("intake", f"{r['intake']['events_per_s']:.0f} events/s", f"{r['intake']['healthz_per_s']:.0f} /healthz/s",
+         f"{r['intake']['ratio'] * 100:.0f} %", "≥ 60 %"),
+        ("revocation: staleness after 2xx", f"p99 {r['revocation']['staleness_p99_ms']:.1f} ms",
+         f"{r['revocation']['stale_lookups_after_2xx']} stale of {r['revocation']['rounds']} first lookups",
+         f"first lookup {r['revocation']['first_lookup_p50_ms']:.1f} ms (a miss)", "p99 ≤ 20 ms"),
+        ("fan-out, 1,000 members", f"{r['fan_out']['seconds_until_all_fixed']:.2f} s", "Clerk 60 ms per call", "",
+         "≤ 1 s"),
+        ("drain, 1,000 users", f"{r['drain']['revoked_per_s']:.0f} revoked/s",
+         f"{r['drain']['rewarmed_per_s']:.0f} re-warmed/s (Clerk 60 ms)",
+         f"{r['drain_clerk_0ms']['rewarmed_per_s']:.0f} re-warmed/s (Clerk 0 ms)", "≥ 2,000/s"),
+        ("lookup, Redis down", f"{r['redis_down']['ours_p50_us'] / 1000:.1f} ms",
+         f"{r['redis_down']['baseline_p50_us'] / 1000:.1f} ms (bare Clerk call)",
+         f"+{r['redis_down']['overhead_p50_ms']:.2f} ms", "a few ms"),
+    ]  # fmt: skip
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    header = ("measure", "ours", "baseline (same run)", "ratio / extra", "goal")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("-|-".join("-" * w for w in widths))
+    lines += [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("")
+    lines.append("hit p50 by orgs per user: " + ", ".join(
+        f"{n}: {v['ours_p50_us']:.0f} µs ({v['ratio_p50']:.2f}x)" for n, v in r["hit_vs_orgs"].items()
+    ))  # fmt: skip
+    lines.append("re-warmed/s by REFRESH_CONCURRENCY: " + ", ".join(
+        f"{c}: {v['rewarmed_per_s']:.0f}" for c, v in r["drain_vs_concurrency"].items()
+    ))  # fmt: skip
+    lines.append("re-warmed/s by worker processes: " + ", ".join(
+        f"{w}: {v['rewarmed_per_s']:.0f}" for w, v in r["drain_vs_workers"].items()
+    ))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="./dev bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run, noisier)")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results.json")
+    args = parser.parse_args()
+    print("running benchmarks (private redis-server and Clerk stand-in) ...", flush=True)
+    results = run(args.quick)
+    print()
+    print(table(results))
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.json.relative_to(REPO) if args.json.is_relative_to(REPO) else args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

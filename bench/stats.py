@@ -1,0 +1,50 @@
+"""Small helpers: percentiles and medians over repetitions (these machines are noisy)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    """``n`` timings of ``fn`` in microseconds."""
+    from time import perf_counter_ns
+
+    out = []
+    for _ in range(n):
+        start = perf_counter_ns()
+        fn()
+        out.append((perf_counter_ns() - start) / 1000)
+    return out
+
+
+def p50_p99_over_reps(
+    ours: Callable[[], object], baseline: Callable[[], object], n: int, reps: int
+) -> dict[str, float]:
+    """Alternate the two call by call (so drift and noise hit both alike), in ``reps``
+    repetitions, and take the median of each repetition's p50 and p99."""
+    o50, o99, b50, b99 = [], [], [], []
+    for _ in range(reps):
+        b, o = [], []
+        for _ in range(n):
+            b += timed(baseline, 1)
+            o += timed(ours, 1)
+        b50.append(percentile(b, 50))
+        b99.append(percentile(b, 99))
+        o50.append(percentile(o, 50))
+        o99.append(percentile(o, 99))
+    result = {
+        "ours_p50_us": statistics.median(o50),
+        "ours_p99_us": statistics.median(o99),
+        "baseline_p50_us": statistics.median(b50),
+        "baseline_p99_us": statistics.median(b99),
+    }
+    result["ratio_p50"] = result["ours_p50_us"] / result["baseline_p50_us"]
+    result["ratio_p99"] = result["ours_p99_us"] / result["baseline_p99_us"]
+    return result
