@@ -17,7 +17,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cache.errors import InvalidId
@@ -25,6 +25,9 @@ from cache.errors import InvalidId
 USER_ORGS_PREFIX = "user-orgs:"
 LEASE_PREFIX = "user-orgs-lease:"
 ORG_INDEX_PREFIX = "org-users:"
+STASH_PREFIX = "user-orgs-stash:"
+ORG_PATCH_PREFIX = "clerk-org-cache:org-patch:"
+ORG_PATCHES_KEY = "clerk-org-cache:org-patches"
 ORG_CHANGED_PREFIX = "clerk-org-cache:org-changed:"
 CHANGE_SEQ_KEY = "clerk-org-cache:change-seq"
 SEEN_EVENT_PREFIX = "clerk-webhook:seen:"
@@ -69,6 +72,14 @@ def lease_key(user_id: str) -> str:
 
 def org_index_key(org_id: str) -> str:
     return ORG_INDEX_PREFIX + org_id
+
+
+def stash_key(user_id: str) -> str:
+    return STASH_PREFIX + user_id
+
+
+def org_patch_key(org_id: str) -> str:
+    return ORG_PATCH_PREFIX + org_id
 
 
 def org_changed_key(org_id: str) -> str:
@@ -187,3 +198,21 @@ def membership_from_clerk(obj: Any) -> Membership:
         image_url=_optional_str(org, "image_url"),
         role=_required_str(obj, "role"),
     )
+
+
+def patch_org(memberships: list[Membership], org_id: str, organization: Any | None) -> list[Membership]:
+    """A user's memberships with one org's details replaced from Clerk's organization object,
+    or with the org removed when ``organization`` is None (deleted)."""
+    if organization is None:
+        return [m for m in memberships if m.organization_id != org_id]
+    if not isinstance(organization, dict) or organization.get("id") != org_id:
+        raise CorruptValue("organization object does not match the org id")
+    name = _required_str(organization, "name")
+    slug = _optional_str(organization, "slug")
+    image_url = _optional_str(organization, "image_url")
+    return [
+        replace(m, organization_name=name, organization_slug=slug, image_url=image_url)
+        if m.organization_id == org_id
+        else m
+        for m in memberships
+    ]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -35,6 +36,7 @@ from cache.contract import (
     decode_memberships,
     encode_memberships,
     membership_from_clerk,
+    patch_org,
     user_orgs_key,
 )
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
@@ -175,6 +177,47 @@ class MembershipCache:
                     outcomes[user_id] = result
             else:
                 fills.append(self._fill_for(user_id, tokens[user_id], result))
+        if fills:
+            for fill, stored in zip(fills, self._protocol.fill_many(fills, self.ttl_seconds), strict=True):
+                outcomes[fill.user_id] = stored
+                self.stats.add("fills" if stored else "fills_refused")
+        return outcomes
+
+    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> dict[str, bool | None]:
+        """Rebuild stashed values after an org event from one Clerk read (none for a deletion).
+
+        Leases are taken first, then Clerk is read, so a change after the read voids the fill.
+        Per user: True stored; False nothing to store (already refilled, or an invalidation won);
+        None: patching is not possible (no usable stash, or Clerk failed), refresh in full.
+        """
+        check_org_id(org_id)
+        tokens = {check_user_id(u): new_token() for u in user_ids}
+        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
+        leased = [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
+        outcomes: dict[str, bool | None] = dict.fromkeys(user_ids, False)
+        organization: Any = None
+        if leased and not deleted:
+            try:
+                self.stats.add("clerk_calls")
+                organization = self.clerk.get_organization(org_id)
+            except ClerkNotFound:
+                organization = None  # deleted since: drop it, as organization.deleted will
+            except ClerkError:
+                for user_id in leased:
+                    self._release_quietly(user_id, tokens[user_id])
+                    outcomes[user_id] = None
+                return outcomes
+        fills: list[Fill] = []
+        for user_id, stashed in zip(leased, self._protocol.stashes(leased), strict=True):
+            try:
+                if stashed is None or stashed[0] != org_id:
+                    raise CorruptValue("no stash for this org")
+                patched = patch_org(decode_memberships(stashed[1]), org_id, organization)
+            except CorruptValue:
+                self._release_quietly(user_id, tokens[user_id])
+                outcomes[user_id] = None
+                continue
+            fills.append(self._fill_for(user_id, tokens[user_id], patched))
         if fills:
             for fill, stored in zip(fills, self._protocol.fill_many(fills, self.ttl_seconds), strict=True):
                 outcomes[fill.user_id] = stored

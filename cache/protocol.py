@@ -88,25 +88,54 @@ return 0
 RECORD_LUA = """#!lua flags=allow-oom
 -- allow-oom: a full Redis must still accept revocations (the writes below are tiny).
 -- KEYS[1] pending-refresh set   KEYS[2] drain-scheduled marker   KEYS[3] change sequence
--- KEYS[4] (optional) seen-event key
+-- KEYS[4] org-patches set       KEYS[5] (optional) seen-event key
 -- ARGV[1] seen TTL s   ARGV[2] marker TTL s   ARGV[3] value prefix   ARGV[4] lease prefix
 -- ARGV[5] org index prefix   ARGV[6] org-changed prefix   ARGV[7] org-changed lifetime ms (> any lease)
--- ARGV[8..] targets:
+-- ARGV[8] stash prefix       ARGV[9] org-patch prefix
+-- ARGV[10..] targets:
 --   'u:<userId>' invalidate, refresh later if it was cached      'd:<userId>' invalidate, never refresh
---   'o:<orgId>'  'u:' for every cached member of the org, and void every fill in flight that read the org
---   'x:<orgId>'  same as 'o:', then drop the index
+--   'o:<orgId>'  org updated: move every cached member's value aside (a stash, never served) for the
+--                worker to patch from one Clerk read; void every fill in flight that read the org
+--   'x:<orgId>'  org deleted: same, the patch drops the org; then drop the index
 -- -> {1 recorded | 0 duplicate, keys invalidated, 1 if the caller must enqueue a drain job}
 local recorded = 1
-if #KEYS >= 4 and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
+if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
 local invalidated = 0
 local function invalidate(uid, refresh)
-  local existed = redis.call('DEL', ARGV[3] .. uid)
+  local existed = redis.call('DEL', ARGV[3] .. uid, ARGV[8] .. uid)
   redis.call('DEL', ARGV[4] .. uid)
   invalidated = invalidated + existed
-  if refresh and existed == 1 then redis.call('SADD', KEYS[1], uid) end
+  if refresh and existed > 0 then redis.call('SADD', KEYS[1], uid) end
+end
+local function stash(uid, org)
+  redis.call('DEL', ARGV[4] .. uid)
+  local value = redis.call('GET', ARGV[3] .. uid)
+  if value then
+    local ttl = redis.call('PTTL', ARGV[3] .. uid)
+    redis.call('DEL', ARGV[3] .. uid)
+    invalidated = invalidated + 1
+    if ttl > 0 then
+      redis.call('SET', ARGV[8] .. uid, org .. ' ' .. value, 'PX', ttl)
+      redis.call('SADD', ARGV[9] .. org, uid)
+    else
+      redis.call('SADD', KEYS[1], uid)  -- a value written without a TTL: refresh in full
+    end
+    return
+  end
+  -- already stashed: for this org the patch will read Clerk afresh; for another org the stash
+  -- misses this change, so it is dropped and the user refreshed in full instead
+  local stashed = redis.call('GET', ARGV[8] .. uid)
+  if stashed then
+    if string.sub(stashed, 1, #org + 1) == org .. ' ' then
+      redis.call('SADD', ARGV[9] .. org, uid)
+    else
+      redis.call('DEL', ARGV[8] .. uid)
+      redis.call('SADD', KEYS[1], uid)
+    end
+  end
 end
 if recorded == 1 then
-  for i = 8, #ARGV do
+  for i = 10, #ARGV do
     local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
     if kind == 'u' then
       invalidate(id, true)
@@ -117,14 +146,16 @@ if recorded == 1 then
       -- a user whose fill is in flight is not in the index yet: mark the org changed instead
       redis.call('SET', ARGV[6] .. id, redis.call('INCR', KEYS[3]), 'PX', ARGV[7])
       local index = ARGV[5] .. id
-      for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
+      for _, uid in ipairs(redis.call('SMEMBERS', index)) do stash(uid, id) end
+      if redis.call('EXISTS', ARGV[9] .. id) == 1 then redis.call('SADD', KEYS[4], ARGV[i]) end
       if kind == 'x' then redis.call('DEL', index) end
     end
   end
 end
 -- decided for duplicates too: a retried call must still get the job enqueued
 local schedule = 0
-if redis.call('SCARD', KEYS[1]) > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+if redis.call('SCARD', KEYS[1]) + redis.call('SCARD', KEYS[4]) > 0
+    and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
   schedule = 1
 end
 return {recorded, invalidated, schedule}
@@ -136,6 +167,13 @@ TAKE_PENDING_LUA = """
 local users = redis.call('SPOP', KEYS[1], ARGV[1])
 if #users > 0 then redis.call('SADD', KEYS[2], unpack(users)) end
 return users
+"""
+
+FINISH_ORG_PATCH_LUA = """
+-- KEYS[1] org-patches set   KEYS[2] org-patch:<orgId> set   ARGV[1] the org-patches entry
+-- Forget the entry only once no user waits for that org's patch (RECORD may have added more).
+if redis.call('SCARD', KEYS[2]) == 0 then return redis.call('SREM', KEYS[1], ARGV[1]) end
+return 0
 """
 
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
@@ -211,6 +249,7 @@ class Protocol:
         self._release = redis.register_script(RELEASE_LUA)
         self._record = redis.register_script(RECORD_LUA)
         self._take_pending = redis.register_script(TAKE_PENDING_LUA)
+        self._finish_org_patch = redis.register_script(FINISH_ORG_PATCH_LUA)
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
@@ -257,7 +296,12 @@ class Protocol:
 
     def record(self, targets: Sequence[Target], svix_id: str | None = None) -> Recorded:
         """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
-        keys = [contract.PENDING_REFRESH_KEY, contract.DRAIN_SCHEDULED_KEY, contract.CHANGE_SEQ_KEY]
+        keys = [
+            contract.PENDING_REFRESH_KEY,
+            contract.DRAIN_SCHEDULED_KEY,
+            contract.CHANGE_SEQ_KEY,
+            contract.ORG_PATCHES_KEY,
+        ]
         if svix_id is not None:
             keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
         args: list[str | int] = [
@@ -268,6 +312,8 @@ class Protocol:
             contract.ORG_INDEX_PREFIX,
             contract.ORG_CHANGED_PREFIX,
             ORG_CHANGED_MS,
+            contract.STASH_PREFIX,
+            contract.ORG_PATCH_PREFIX,
         ]
         args += [target.encode() for target in targets]
         recorded, invalidated, schedule = self._record(keys=keys, args=args)
@@ -304,6 +350,47 @@ class Protocol:
         if refreshed or retry:
             pipe.srem(contract.REFRESHING_KEY, *refreshed, *retry)
         pipe.execute()
+
+    # -- org patches: members stashed by an org event, patched from one Clerk read --------
+
+    def org_patches(self) -> list[tuple[str, str]]:
+        """Pending org patches as (kind, org id): kind 'o' updated, 'x' deleted."""
+        entries = self._redis.smembers(contract.ORG_PATCHES_KEY)
+        decoded = sorted(e.decode() if isinstance(e, bytes) else str(e) for e in entries)
+        return [(entry[0], entry[2:]) for entry in decoded]
+
+    def patch_members(self, org_id: str, count: int) -> list[str]:
+        """Up to ``count`` users waiting for this org's patch (they stay listed until `finish_patch`)."""
+        members = self._redis.srandmember(contract.org_patch_key(org_id), count) or []
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def stashes(self, user_ids: Sequence[str]) -> list[tuple[str, str] | None]:
+        """Each user's stash as (org id it waits for, value), or None."""
+        out: list[tuple[str, str] | None] = []
+        for raw in self._redis.mget([contract.stash_key(u) for u in user_ids]):
+            if raw is None:
+                out.append(None)
+                continue
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            org_id, _, value = text.partition(" ")
+            out.append((org_id, value))
+        return out
+
+    def finish_patch(self, org_id: str, user_ids: Sequence[str], refresh_instead: Sequence[str] = ()) -> None:
+        """Done with these users: drop their stashes; ``refresh_instead`` go to the full-refresh set."""
+        if not user_ids:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(*(contract.stash_key(u) for u in user_ids))
+        if refresh_instead:
+            pipe.sadd(contract.PENDING_REFRESH_KEY, *refresh_instead)
+        pipe.srem(contract.org_patch_key(org_id), *user_ids)
+        pipe.execute()
+
+    def finish_org_patch(self, kind: str, org_id: str) -> None:
+        self._finish_org_patch(
+            keys=[contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id)], args=[f"{kind}:{org_id}"]
+        )
 
 
 def _acquired(reply: Any) -> tuple[Acquired, Any]:

@@ -179,3 +179,29 @@ def test_org_deleted_while_the_worker_refreshes_a_new_member(
     wait_until_drained(redis)
     assert cached(redis, ALICE) is None  # the worker's fill was refused
     assert [m.organization_id for m in cache.get_memberships(ALICE)] == [globex]
+
+
+def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    """The patch job takes its leases, reads the org from Clerk, and a second rename lands before it writes."""
+    from cache.contract import encode_memberships, patch_org
+    from cache.protocol import Fill, Protocol, new_token
+
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    protocol, token = Protocol(cache.redis), new_token()
+    protocol.acquire_many([(ALICE, token)], 15_000, take_over=True)
+    read_by_the_job = clerk.org(acme)
+
+    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
+
+    stash = protocol.stashes([ALICE])[0]
+    assert stash is not None
+    stale = encode_memberships(patch_org(decode_memberships(stash[1]), acme, read_by_the_job))
+    assert protocol.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
+    assert cached(redis, ALICE) is None
+    run_worker()
+    assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]

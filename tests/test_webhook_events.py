@@ -276,14 +276,14 @@ def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
     for user_id in (ALICE, BOB):
         clerk.add_membership(user_id, acme)
         cache.get_memberships(user_id)
-    assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
+        assert post_event(client, clerk.update_membership(user_id, acme, "org:admin")).status_code == 200
     # A first run of the job took both users, then its worker was killed; RQ runs the job again.
     assert sorted(Protocol(cache.redis).take_pending(10)) == sorted([ALICE, BOB])
     assert redis.scard("clerk-org-cache:pending-refresh") == 0
 
     assert run_worker() == 1
     for user_id in (ALICE, BOB):
-        assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["organizationName"] == "Acme Renamed"
+        assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["role"] == "org:admin"
     assert redis.scard("clerk-org-cache:refreshing") == 0
 
 
@@ -311,3 +311,74 @@ def test_after_the_last_retry_the_job_is_failed_and_the_key_stays_deleted(
     assert redis.exists(f"user-orgs:{ALICE}") == 0
     assert redis.smembers("clerk-org-cache:pending-refresh") == {ALICE}  # the next drain tries again
     connection.close()
+
+
+def test_an_org_rename_is_patched_from_one_clerk_read(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme", slug="acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    members = [f"user_2member{i:04d}" for i in range(50)]
+    for user_id in members:
+        clerk.add_membership(user_id, acme, "org:admin")
+        clerk.add_membership(user_id, globex)
+        cache.get_memberships(user_id)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2", slug="acme-2")).status_code == 200
+    assert redis.exists(*[f"user-orgs:{u}" for u in members]) == 0  # nothing pre-rename is served
+    clerk.reset_counts()
+
+    assert run_worker() == 1
+
+    assert clerk.call_count("/v1/organizations/") == 1 and clerk.call_count("/v1/users/") == 0
+    for user_id in members:
+        stored = {m["organizationId"]: m for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")}
+        assert (stored[acme]["organizationName"], stored[acme]["organizationSlug"]) == ("Acme 2", "acme-2")
+        assert stored[acme]["role"] == "org:admin" and stored[globex]["organizationName"] == "Globex"
+    assert redis.keys("user-orgs-stash:*") == [] and redis.keys("clerk-org-cache:org-patch*") == []
+
+
+def test_an_org_deletion_is_patched_without_calling_clerk(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    for user_id in (ALICE, BOB):
+        clerk.add_membership(user_id, acme)
+        clerk.add_membership(user_id, globex)
+        cache.get_memberships(user_id)
+    assert post_event(client, clerk.delete_org(acme)).status_code == 200
+    clerk.reset_counts()
+    assert run_worker() == 1
+    assert clerk.call_count() == 0
+    for user_id in (ALICE, BOB):
+        assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")] == [globex]
+
+
+def test_a_user_change_after_an_org_stash_wins_over_the_patch(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
+    assert redis.exists(f"user-orgs-stash:{ALICE}") == 0  # the stash predates the role change
+    run_worker()
+    assert [(m.organization_name, m.role) for m in cache.get_memberships(ALICE)] == [("Acme 2", "org:member")]
+
+
+def test_renames_of_two_orgs_before_the_worker_runs(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    globex = clerk.create_org("Globex")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    clerk.add_membership(ALICE, globex)
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    assert post_event(client, clerk.update_org(globex, name="Globex 2")).status_code == 200
+    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
+    run_worker()
+    stored = json.loads(redis.get(f"user-orgs:{ALICE}") or "")
+    assert sorted(m["organizationName"] for m in stored) == ["Acme 3", "Globex 2"]
+    assert redis.keys("user-orgs-stash:*") == [] and redis.scard("clerk-org-cache:org-patches") == 0

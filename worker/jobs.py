@@ -19,6 +19,7 @@ from cache.protocol import Protocol
 
 log = logging.getLogger(__name__)
 BATCH = 100
+PATCH_BATCH = 1000  # users patched per Clerk read of the org
 
 _state_lock = threading.Lock()
 _cache: MembershipCache | None = None
@@ -53,6 +54,7 @@ def drain_pending_refreshes() -> dict[str, int]:
     cache = _worker_cache()
     protocol = Protocol(cache.redis)
     protocol.start_drain()
+    patched = _patch_orgs(cache, protocol)
     refreshed = skipped = 0
     failed: list[str] = []
     batch: list[str] = []
@@ -80,5 +82,18 @@ def drain_pending_refreshes() -> dict[str, int]:
         protocol.done(refreshed=[], retry=failed + batch)
     if failed:
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
-    log.info("drained refreshes refreshed=%d skipped=%d", refreshed, skipped)
-    return {"refreshed": refreshed, "skipped": skipped}
+    log.info("drained refreshes patched=%d refreshed=%d skipped=%d", patched, refreshed, skipped)
+    return {"patched": patched, "refreshed": refreshed, "skipped": skipped}
+
+
+def _patch_orgs(cache: MembershipCache, protocol: Protocol) -> int:
+    """Members stashed by org events: one Clerk read per batch, values patched and written back.
+    Users that cannot be patched join the full-refresh set, handled right after."""
+    patched = 0
+    for kind, org_id in protocol.org_patches():
+        while users := protocol.patch_members(org_id, PATCH_BATCH):
+            outcomes = cache.patch_org(org_id, kind == "x", users)
+            patched += sum(1 for outcome in outcomes.values() if outcome)
+            protocol.finish_patch(org_id, users, refresh_instead=[u for u, o in outcomes.items() if o is None])
+        protocol.finish_org_patch(kind, org_id)
+    return patched
