@@ -119,7 +119,14 @@ def test_redis_restarting_under_a_stream_of_events_loses_no_acknowledged_event(
         env = stack_env(own_redis.url, clerk, secret)
         cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
         with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
-            outage = threading.Timer(1.0, own_redis.restart)  # kill, then start empty on the same port
+
+            def outage_then_empty_restart() -> None:
+                time.sleep(1.0)
+                own_redis.stop()  # a crash: all data gone
+                time.sleep(0.5)
+                own_redis.start()  # empty, same port
+
+            outage = threading.Thread(target=outage_then_empty_restart)
             outage.start()
             unavailable = stale = 0
             started = time.monotonic()
