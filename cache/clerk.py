@@ -16,6 +16,7 @@ import requests
 
 from cache.contract import check_org_id, check_user_id
 from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
+from cache.metrics import CLERK_REQUESTS, CLERK_RESPONSES
 
 PAGE_LIMIT = 500  # Clerk's maximum page size
 MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop
@@ -97,13 +98,18 @@ class ClerkClient:
         url = self._base + path
         last: ClerkUnavailable | None = None
         for attempt in range(1, self._max_attempts + 1):
+            started = time.perf_counter()
             try:
                 response = self._session.get(url, params=params, headers=self._auth, timeout=self._timeout)
             except requests.RequestException as exc:
+                CLERK_REQUESTS.observe(time.perf_counter() - started)
+                CLERK_RESPONSES.labels("error").inc()
                 last = ClerkUnavailable(f"Clerk unreachable: {type(exc).__name__}")
                 last.__cause__ = exc
                 wait = 0.05 * 2**attempt
             else:
+                CLERK_REQUESTS.observe(time.perf_counter() - started)
+                CLERK_RESPONSES.labels(str(response.status_code)).inc()
                 outcome = self._interpret(response)
                 if not isinstance(outcome, _Retry):
                     return outcome

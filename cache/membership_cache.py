@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -40,6 +41,7 @@ from cache.contract import (
     user_orgs_key,
 )
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
+from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
 from cache.protocol import Acquired, Fill, Protocol, Target, drop_user, new_token
 
 log = logging.getLogger(__name__)
@@ -57,15 +59,31 @@ class CacheStats:
     waits: int = 0
     wait_fallbacks: int = 0
     redis_fallbacks: int = 0
+    errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+        prometheus = _PROMETHEUS.get(name)
+        if prometheus is not None:
+            prometheus[0].labels(prometheus[1]).inc(amount)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+_PROMETHEUS: dict[str, tuple[Counter, str]] = {
+    "hits": (LOOKUPS, "hit"),
+    "misses": (LOOKUPS, "miss"),
+    "redis_fallbacks": (LOOKUPS, "redis_fallback"),
+    "errors": (LOOKUPS, "error"),
+    "fills": (FILLS, "stored"),
+    "fills_refused": (FILLS, "refused"),
+    "waits": (SINGLE_FLIGHT_WAITS, "waited"),
+    "wait_fallbacks": (SINGLE_FLIGHT_WAITS, "fell_back_to_clerk"),
+}
 
 
 class MembershipCache:
@@ -101,6 +119,13 @@ class MembershipCache:
     def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
         check_user_id(user_id)
+        try:
+            return self._lookup(user_id)
+        except ClerkError:
+            self.stats.add("errors")
+            raise
+
+    def _lookup(self, user_id: str) -> list[Membership]:
         if not self.breaker.allows():
             return self._fallback(user_id)
         try:

@@ -1,21 +1,30 @@
 """``python -m webhook``: validate the environment, then serve the app with gunicorn.
 
 The app is built once in the master before forking, so a bad variable stops the
-process with one line naming it instead of a traceback per worker.
+process with one line naming it instead of a traceback per worker. Metrics use
+prometheus-client's multiprocess mode, whose directory must be set before any
+metric exists: hence the imports below the environment set-up.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
+
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clerk-org-cache-metrics-")
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from cache.config import Settings
 from cache.errors import ConfigError
+from cache.logs import configure_logging, gunicorn_logconfig
 from webhook.app import create_app
 
 
@@ -34,7 +43,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     try:
         port = Settings.from_env(need_clerk_key=False).port
         workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -53,11 +62,19 @@ def main() -> int:
             "worker_class": "sync",
             "timeout": 30,
             "graceful_timeout": 20,
-            "accesslog": "-",
             "control_socket_disable": True,  # one fixed path per user would collide between instances
+            "child_exit": _child_exit,
+            **({"logconfig_dict": logconfig} if (logconfig := gunicorn_logconfig()) else {"accesslog": "-"}),
         },
     ).run()
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     return 0
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """A gunicorn worker is gone: its live gauges must not linger in the metrics."""
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
@@ -20,8 +21,10 @@ from werkzeug.exceptions import HTTPException
 from cache.config import Settings
 from cache.connections import intake_redis
 from cache.errors import InvalidId, WebhookRejected
+from cache.metrics import EVENTS, INTAKE_SECONDS
+from cache.metrics import render as render_metrics
 from cache.redis_checks import risky_settings
-from webhook.events import parse_event, targets_for
+from webhook.events import metric_type, parse_event, targets_for
 from webhook.intake import Intake
 from webhook.verify import SignatureVerifier
 
@@ -47,9 +50,41 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     for warning in risky_settings(client):
         log.warning(warning)
 
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        g.request_id = _request_id(request.headers.get("X-Request-ID"))
+        g.event_type, g.svix_id, g.outcome = "unknown", None, None
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.request_id
+        if request.path == "/webhooks/clerk":
+            seconds = time.perf_counter() - g.started
+            outcome = g.outcome or "rejected"
+            EVENTS.labels(metric_type(g.event_type), outcome).inc()
+            INTAKE_SECONDS.observe(seconds)
+            log.info(
+                "webhook %s",
+                outcome,
+                extra={
+                    "request_id": g.request_id,
+                    "svix_id": g.svix_id,
+                    "event_type": g.event_type,
+                    "outcome": outcome,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 2),
+                },
+            )
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, content_type=content_type)
+
     @app.post("/webhooks/clerk")
     def clerk_webhook() -> tuple[Response, int]:
-        started = time.perf_counter()
         if request.mimetype != "application/json":
             raise WebhookRejected(415, "unsupported_media_type", "Content-Type must be application/json")
         raw = request.get_data(cache=False)
@@ -59,19 +94,20 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise WebhookRejected(400, "invalid_encoding", "body is not UTF-8") from None
-        svix_id = verifier.verify(body, request.headers.get)
+        g.svix_id = verifier.verify(body, request.headers.get)
         event = parse_event(body)
+        g.event_type = event["type"]
         targets = targets_for(event)
         if targets is None:
-            return _outcome("ignored", svix_id, event, started)
+            return _outcome("ignored")
         try:
-            recorded = intake.record(svix_id, targets)
+            recorded = intake.record(g.svix_id, targets)
         except InvalidId:
             raise WebhookRejected(400, "invalid_svix_id", "svix-id is not a Svix message id") from None
         except RedisError:
-            log.warning("could not record event svix_id=%s type=%s: Redis unavailable", svix_id, event["type"])
+            g.outcome = "failed_to_record"
             return _error(503, "unavailable", "could not record the event; retry later")
-        return _outcome("duplicate" if recorded.duplicate else "processed", svix_id, event, started)
+        return _outcome("duplicate" if recorded.duplicate else "processed")
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -87,12 +123,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
 
     @app.errorhandler(WebhookRejected)
     def rejected(exc: WebhookRejected) -> tuple[Response, int]:
-        log.info("rejected webhook: %s (%s)", exc.code, exc)
+        g.outcome = f"rejected_{exc.code}"
         return _error(exc.status, exc.code, str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
+        g.outcome = f"rejected_{code}"
         return _error(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
@@ -107,12 +144,13 @@ def _error(status: int, code: str, message: str) -> tuple[Response, int]:
     return jsonify(error=code, message=message), status
 
 
-def _outcome(status: str, svix_id: str, event: dict[str, Any], started: float) -> tuple[Response, int]:
-    log.info(
-        "event svix_id=%s type=%s outcome=%s duration_ms=%.1f",
-        svix_id,
-        event["type"],
-        status,
-        (time.perf_counter() - started) * 1000,
-    )
-    return jsonify(status=status), 200
+def _outcome(outcome: str) -> tuple[Response, int]:
+    g.outcome = outcome
+    return jsonify(status=outcome), 200
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's X-Request-ID when it is a plain token, else a new one."""
+    if given and len(given) <= 128 and all(c.isalnum() or c in "-_." for c in given):
+        return given
+    return uuid.uuid4().hex

@@ -18,6 +18,22 @@ MEMBERSHIP_EVENTS = frozenset(
 )
 
 
+KNOWN_EVENTS = MEMBERSHIP_EVENTS | {
+    "organizationInvitation.accepted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "user.created",
+    "user.updated",
+    "user.deleted",
+}
+
+
+def metric_type(event_type: str) -> str:
+    """The event type as a metric label: Clerk's known types, else 'other' (bounded cardinality)."""
+    return event_type if event_type in KNOWN_EVENTS or event_type == "unknown" else "other"
+
+
 def parse_event(body: str) -> dict[str, Any]:
     """The event envelope, after its signature was verified."""
     try:

@@ -8,10 +8,12 @@ is on because job retries with intervals need it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
 
+from prometheus_client import REGISTRY, start_http_server
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
@@ -19,8 +21,10 @@ from rq import Queue, SimpleWorker
 from cache.config import Settings
 from cache.contract import QUEUE_NAME
 from cache.errors import ConfigError
+from cache.logs import configure_logging
 from cache.redis_checks import risky_settings
 from cache.refresh_queue import resume_unfinished
+from worker.queue_metrics import QueueCollector
 
 WORKER_TTL_S = 60  # heartbeat lifetime: a dead worker's job is noticed sooner than RQ's 420 s default
 MAINTENANCE_INTERVAL_S = 60  # how often abandoned jobs are looked for (RQ's default: 600 s)
@@ -48,10 +52,20 @@ def wait_for_redis(connection: Redis, log: logging.Logger) -> None:
             delay = min(delay * 2, 5.0)
 
 
+def _metrics_port() -> int | None:
+    raw = os.environ.get("WORKER_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65_535:
+        raise ConfigError("WORKER_METRICS_PORT", "must be a port number from 1 to 65535")
+    return int(raw)
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     try:
         settings = Settings.from_env()
+        metrics_port = _metrics_port()
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +74,10 @@ def main() -> int:
     for warning in risky_settings(connection):
         log.warning(warning)
     queue = Queue(QUEUE_NAME, connection=connection)
+    if metrics_port is not None:
+        REGISTRY.register(QueueCollector(connection))
+        start_http_server(metrics_port)
+        log.info("metrics on port %d", metrics_port)
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cache import build_cache
 from cache.config import Settings
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
 from cache.membership_cache import MembershipCache
+from cache.metrics import JOB_SECONDS, JOBS, REFRESHES
 from cache.protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,24 @@ def use_cache(cache: MembershipCache | None, concurrency: int = 8) -> None:
 
 
 def drain_pending_refreshes() -> dict[str, int]:
-    """Refresh every user in the pending set, a batch at a time: one round trip for the
-    leases, Clerk calls in parallel, one round trip for the fills."""
+    """Patch org events' stashed members, then refresh every user in the pending set, a batch
+    at a time: one round trip for the leases, Clerk calls in parallel, one for the fills."""
+    started = time.perf_counter()
+    try:
+        counts = _drain()
+    except Exception:
+        JOBS.labels("drain", "failed").inc()
+        raise
+    finally:
+        JOB_SECONDS.labels("drain").observe(time.perf_counter() - started)
+    JOBS.labels("drain", "succeeded").inc()
+    for outcome, n in counts.items():
+        REFRESHES.labels(outcome).inc(n)
+    log.info("drained", extra=counts)
+    return counts
+
+
+def _drain() -> dict[str, int]:
     cache = _worker_cache()
     protocol = Protocol(cache.redis)
     protocol.start_drain()
@@ -64,10 +82,10 @@ def drain_pending_refreshes() -> dict[str, int]:
                 retry: list[str] = []
                 for user_id, outcome in cache.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
-                        log.warning("refresh failed user_id=%s error=%s", user_id, type(outcome).__name__)
+                        log.warning("refresh failed", extra={"user_id": user_id, "error": type(outcome).__name__})
                         retry.append(user_id)
                     elif isinstance(outcome, ClerkError):
-                        log.warning("refresh dropped user_id=%s status=%s", user_id, outcome.status)
+                        log.warning("refresh dropped", extra={"user_id": user_id, "status": outcome.status})
                         skipped += 1
                     elif outcome:
                         refreshed += 1
@@ -81,8 +99,8 @@ def drain_pending_refreshes() -> dict[str, int]:
         # if this process dies instead, the next drain job finds them in the refreshing set)
         protocol.done(refreshed=[], retry=failed + batch)
     if failed:
+        REFRESHES.labels("failed").inc(len(failed))
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
-    log.info("drained refreshes patched=%d refreshed=%d skipped=%d", patched, refreshed, skipped)
     return {"patched": patched, "refreshed": refreshed, "skipped": skipped}
 
 

@@ -1,0 +1,178 @@
+"""Metrics on real scrapes and JSON logs, after a scripted run of events and lookups."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+
+from cache import ClerkUnavailable, MembershipCache
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer, free_port
+from devstack.signing import new_message_id, new_signing_secret, signed_event
+from devstack.stack import LocalStack
+from devstack.waiting import wait_until
+from tests.conftest import CLERK_KEY, post_event
+
+ALICE = "user_2alice000000000000000000000"
+BOB = "user_2bob00000000000000000000000"
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_cache_and_intake_metrics_move_as_expected(
+    client: FlaskClient, cache: MembershipCache, clerk: ClerkStandIn, redis: Redis
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    names = [
+        ("clerk_org_cache_lookups_total", {"result": "miss"}),
+        ("clerk_org_cache_lookups_total", {"result": "hit"}),
+        ("clerk_org_cache_lookups_total", {"result": "error"}),
+        ("clerk_org_cache_fills_total", {"outcome": "stored"}),
+        ("clerk_org_cache_fills_total", {"outcome": "refused"}),
+        ("clerk_org_cache_clerk_responses_total", {"status": "200"}),
+        ("clerk_org_cache_clerk_responses_total", {"status": "503"}),
+        ("clerk_org_cache_single_flight_waits_total", {"outcome": "waited"}),
+        ("clerk_org_cache_events_total", {"type": "organizationMembership.updated", "outcome": "processed"}),
+        ("clerk_org_cache_events_total", {"type": "organizationMembership.updated", "outcome": "duplicate"}),
+        ("clerk_org_cache_events_total", {"type": "other", "outcome": "ignored"}),
+        ("clerk_org_cache_events_total", {"type": "unknown", "outcome": "rejected_invalid_signature"}),
+        ("clerk_org_cache_intake_seconds_count", {}),
+    ]
+    before = {(n, tuple(sorted(lbl.items()))): value(n, **lbl) for n, lbl in names}
+
+    cache.get_memberships(ALICE)  # miss, Clerk 200, fill stored
+    cache.get_memberships(ALICE)  # hit
+    event, msg_id = clerk.update_membership(ALICE, acme, "org:admin"), new_message_id()
+    assert post_event(client, event, msg_id=msg_id).status_code == 200
+    assert post_event(client, event, msg_id=msg_id).status_code == 200
+    assert post_event(client, {"type": "email.created", "data": {}}).status_code == 200
+    body, headers = signed_event(new_signing_secret(), event)
+    assert client.post("/webhooks/clerk", data=body, headers={**headers}).status_code == 401
+    clerk.fail_next(4, status=503)
+    with contextlib.suppress(ClerkUnavailable):
+        cache.get_memberships(ALICE)
+    results: list[Any] = []
+    with clerk.hold(ALICE) as gate:  # one lookup fills under a lease while another waits for it
+        first = threading.Thread(target=lambda: results.append(cache.get_memberships(ALICE)))
+        first.start()
+        assert gate.wait_arrived()
+        second = threading.Thread(target=lambda: results.append(cache.get_memberships(ALICE)))
+        second.start()
+        wait_until(lambda: cache.stats.snapshot()["waits"] >= 1, 5)
+    first.join(5)
+    second.join(5)
+    redis.delete(f"user-orgs:{ALICE}")
+    with clerk.hold(ALICE) as gate:  # a fill refused because an invalidation won
+        reader = threading.Thread(target=lambda: results.append(cache.get_memberships(ALICE)))
+        reader.start()
+        assert gate.wait_arrived()
+        cache.invalidate(ALICE)
+    reader.join(5)
+
+    after = {(n, tuple(sorted(lbl.items()))): value(n, **lbl) for n, lbl in names}
+    delta = {k[0] + str(dict(k[1])): after[k] - before[k] for k in before}
+    assert delta == {
+        "clerk_org_cache_lookups_total{'result': 'miss'}": 5.0,
+        "clerk_org_cache_lookups_total{'result': 'hit'}": 1.0,
+        "clerk_org_cache_lookups_total{'result': 'error'}": 1.0,
+        "clerk_org_cache_fills_total{'outcome': 'stored'}": 2.0,
+        "clerk_org_cache_fills_total{'outcome': 'refused'}": 1.0,
+        "clerk_org_cache_clerk_responses_total{'status': '200'}": 3.0,
+        "clerk_org_cache_clerk_responses_total{'status': '503'}": 4.0,
+        "clerk_org_cache_single_flight_waits_total{'outcome': 'waited'}": 1.0,
+        "clerk_org_cache_events_total{'outcome': 'processed', 'type': 'organizationMembership.updated'}": 1.0,
+        "clerk_org_cache_events_total{'outcome': 'duplicate', 'type': 'organizationMembership.updated'}": 1.0,
+        "clerk_org_cache_events_total{'outcome': 'ignored', 'type': 'other'}": 1.0,
+        "clerk_org_cache_events_total{'outcome': 'rejected_invalid_signature', 'type': 'unknown'}": 1.0,
+        "clerk_org_cache_intake_seconds_count{}": 4.0,
+    }
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200 and "clerk_org_cache_events_total" in scraped.get_data(as_text=True)
+
+
+def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
+    """gunicorn with 2 workers sums its workers' counters; the worker serves its own metrics port."""
+    secret = new_signing_secret()
+    worker_port = free_port()
+    log_path = tmp_path / "stack.log"
+    with RedisServer() as redis_server, ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        acme = clerk.create_org("Acme")["data"]["id"]
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_server.url,
+            "CLERK_SECRET_KEY": CLERK_KEY,
+            "CLERK_API_URL": clerk.url,
+            "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+            "PORT": str(free_port()),
+            "WEB_CONCURRENCY": "2",
+            "WORKER_METRICS_PORT": str(worker_port),
+        }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.pop("LOG_FORMAT", None)
+        from cache import ClerkClient
+        from cache.connections import cache_redis
+
+        cache = MembershipCache(cache_redis(redis_server.url), ClerkClient(CLERK_KEY, clerk.url))
+        users = [f"user_2obs{i}" for i in range(6)]
+        for user_id in users:
+            clerk.add_membership(user_id, acme)
+            cache.get_memberships(user_id)
+        with open(log_path, "wb") as log, LocalStack(env, log=log) as stack:
+            for user_id in users:
+                body, headers = signed_event(secret, clerk.update_membership(user_id, acme, "org:admin"))
+                assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=10).ok
+            wait_until(lambda: all(b"org:admin" in (cache.redis.get(f"user-orgs:{u}") or b"") for u in users))
+            web = scrape(requests.get(stack.url + "/metrics", timeout=10).text)
+            processed = web[
+                (
+                    "clerk_org_cache_events_total",
+                    (("outcome", "processed"), ("type", "organizationMembership.updated")),
+                )
+            ]
+            assert processed == 6.0  # summed over both gunicorn workers
+            wait_until(lambda: _worker_metric(worker_port, "clerk_org_cache_refreshes_total", outcome="refreshed") >= 6)
+            assert _worker_metric(worker_port, "clerk_org_cache_jobs_total", kind="drain", outcome="succeeded") >= 1
+            assert _worker_metric(worker_port, "clerk_org_cache_queue_depth", what="rq_jobs") == 0
+            assert _worker_metric(worker_port, "clerk_org_cache_oldest_job_age_seconds") == 0
+            time.sleep(0.2)
+    lines = [
+        line.split(" | ", 1)[1]
+        for line in log_path.read_text().splitlines()
+        if re.match(r"^\S+ (web|worker)\.1 +\| ", line)
+    ]
+    records = [json.loads(line) for line in lines if line.strip()]  # every process line is one JSON object
+    webhook_lines = [r for r in records if r.get("logger") == "webhook"]
+    assert len(webhook_lines) == 6
+    assert all(
+        r["svix_id"].startswith("msg_") and r["request_id"] and r["outcome"] == "processed" for r in webhook_lines
+    )
+    assert any(r.get("logger") == "worker.jobs" and r.get("refreshed") for r in records)
+    assert secret not in log_path.read_text() and CLERK_KEY not in log_path.read_text()
+
+
+def _worker_metric(port: int, name: str, **labels: str) -> float:
+    samples = scrape(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    return samples.get((name, tuple(sorted(labels.items()))), -1.0)
