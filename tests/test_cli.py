@@ -1,0 +1,166 @@
+"""The operator CLI, run as a real process against the test Redis and the Clerk stand-in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry
+
+from cache import MembershipCache
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer, free_port
+from devstack.signing import new_signing_secret
+from devstack.stack import REPO, LocalStack
+from tests.conftest import CLERK_KEY, SIGNING_SECRET
+
+ALICE = "user_2alice000000000000000000000"
+BOB = "user_2bob00000000000000000000000"
+COMMANDS = ["get", "invalidate", "invalidate-org", "warm", "stats", "requeue-failed", "doctor", "send-test-event"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cache.cli", *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_server.url,
+        "CLERK_SECRET_KEY": CLERK_KEY,
+        "CLERK_API_URL": clerk.url,
+        "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0 and "usage: clerk-org-cache " + command in result.stdout
+
+
+def test_get_shows_the_cache_next_to_clerk(env: dict[str, str], cache: MembershipCache, clerk: ClerkStandIn) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    assert "agree: not cached" in cli("get", ALICE, env=env).stdout
+    cache.get_memberships(ALICE)
+    result = cli("get", ALICE, env=env)
+    assert result.returncode == 0 and "agree: yes" in result.stdout and '"ttl_seconds": 3' in result.stdout
+    clerk.update_membership(ALICE, acme, "org:member")  # no webhook: the cache is now behind
+    assert "agree: NO" in cli("get", ALICE, env=env).stdout
+
+
+def test_invalidate_and_invalidate_org(
+    env: dict[str, str], cache: MembershipCache, clerk: ClerkStandIn, redis: Redis
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    for user_id in (ALICE, BOB):
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    result = cli("invalidate", ALICE, env=env)
+    assert result.returncode == 0 and "invalidated 1" in result.stdout
+    assert redis.exists(f"user-orgs:{ALICE}") == 0 and redis.exists(f"user-orgs:{BOB}") == 1
+    result = cli("invalidate-org", acme, env=env)
+    assert result.returncode == 0 and "invalidated 1" in result.stdout
+    assert redis.exists(f"user-orgs:{BOB}") == 0
+    assert redis.llen("rq:queue:clerk-org-cache") == 1
+
+
+def test_warm_from_stdin(env: dict[str, str], clerk: ClerkStandIn, redis: Redis) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    users = [f"user_2warm{i}" for i in range(5)]
+    for user_id in users:
+        clerk.add_membership(user_id, acme)
+    result = cli("warm", env=env, stdin="\n".join(users) + "\n")
+    assert result.returncode == 0 and "warmed 5/5 (0 failed)" in result.stderr
+    assert redis.exists(*[f"user-orgs:{u}" for u in users]) == 5
+
+
+def test_warm_failure_exits_non_zero_with_one_line(env: dict[str, str], clerk: ClerkStandIn) -> None:
+    clerk.fail_next(100, status=503)
+    result = cli("warm", ALICE, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "clerk-org-cache warm: 1 of 1 user(s) could not be read from Clerk"
+    )
+
+
+def test_stats_and_requeue_failed(env: dict[str, str], redis_server: RedisServer, redis: Redis) -> None:
+    connection = Redis.from_url(redis_server.url)
+    queue = Queue("clerk-org-cache", connection=connection)
+    queue.enqueue_call("builtins.int", args=("not a number",))
+    SimpleWorker([queue], connection=connection).work(burst=True)
+    assert FailedJobRegistry(queue=queue).count == 1
+    assert '"failed_jobs": 1' in cli("stats", env=env).stdout
+    result = cli("requeue-failed", env=env)
+    assert result.returncode == 0 and "requeued 1" in result.stdout
+    assert FailedJobRegistry(queue=queue).count == 0 and queue.count == 1
+    unreachable = cli("stats", "--metrics-url", f"http://127.0.0.1:{free_port()}/metrics", env=env)
+    assert unreachable.returncode == 1 and len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_doctor_passes_on_a_healthy_stack(env: dict[str, str], worker_process: Any) -> None:
+    from devstack.waiting import wait_until
+
+    wait_until(lambda: "ok    worker" in cli("doctor", env=env).stdout, 20)
+    result = cli("doctor", env=env)
+    assert result.returncode == 0, result.stdout
+    assert "FAIL" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "check", "words"),
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:{free}/0"}, "redis", "REDIS_URL"),
+        ({"CLERK_SECRET_KEY": "sk_test_wrong"}, "clerk", "CLERK_SECRET_KEY"),
+        ({"CLERK_WEBHOOK_SIGNING_SECRET": "whsec_not*base64"}, "signing secrets", "CLERK_WEBHOOK_SIGNING_SECRET"),
+    ],
+)
+def test_doctor_pinpoints_what_is_wrong(env: dict[str, str], override: dict[str, str], check: str, words: str) -> None:
+    broken = {**env, **{k: v.format(free=free_port()) for k, v in override.items()}}
+    result = cli("doctor", env=broken)
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"FAIL  {check}:"))
+    assert words in line
+    assert "sk_test_wrong" not in result.stdout and "not*base64" not in result.stdout
+
+
+def test_send_test_event_reaches_a_deployment(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> None:
+    secret = new_signing_secret()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "CLERK_SECRET_KEY": CLERK_KEY,
+        "CLERK_API_URL": clerk.url,
+        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+        "PORT": str(free_port()),
+    }
+    with LocalStack(env) as stack:
+        good = cli("send-test-event", stack.url + "/webhooks/clerk", env={"CLERK_WEBHOOK_SIGNING_SECRET": secret})
+        assert good.returncode == 0 and good.stdout.startswith('200 {"status":"processed"}')
+        wrong = cli(
+            "send-test-event", stack.url + "/webhooks/clerk", env={"CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}
+        )
+        assert wrong.returncode == 1 and wrong.stdout.startswith("401")
+        assert wrong.stderr.strip() == "clerk-org-cache send-test-event: the deployment answered 401"
+
+
+def test_bad_input_is_one_line_and_non_zero(env: dict[str, str]) -> None:
+    result = cli("get", "not-a-user", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "clerk-org-cache get: not a Clerk user id (expected user_ followed by letters and digits)"
+    ]
