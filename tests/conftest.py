@@ -3,6 +3,7 @@ HTTP server, webhooks signed with svix's own code, and a real RQ worker."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from cache import ClerkClient, MembershipCache, set_default_cache
 from cache.connections import cache_redis
 from cache.contract import PENDING_REFRESH_KEY, QUEUE_NAME
+from cache.logs import JsonFormatter
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
@@ -29,6 +31,29 @@ from worker.jobs import use_cache
 
 SIGNING_SECRET = new_signing_secret()
 CLERK_KEY = "sk_test_" + "k3y" * 10
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(JsonFormatter().format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    """Every log line of the in-process tests, checked at the end for the suite's secrets."""
+    recorder = _Recorder()
+    logging.getLogger().addHandler(recorder)
+    logging.getLogger().setLevel(logging.DEBUG)
+    yield
+    logging.getLogger().removeHandler(recorder)
+    text = "\n".join(recorder.lines)
+    assert recorder.lines, "nothing was logged: the check would prove nothing"
+    for secret in (SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), CLERK_KEY):
+        assert secret not in text
 
 
 @pytest.fixture(scope="session")

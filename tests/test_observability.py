@@ -13,7 +13,6 @@ from typing import Any
 
 import requests
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
@@ -29,8 +28,11 @@ ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
 
 
-def value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+def scraped_value(client: FlaskClient, name: str, **labels: str) -> float:
+    """One sample from a real scrape of the app's /metrics endpoint (0 when absent)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return scrape(response.get_data(as_text=True)).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,7 +63,7 @@ def test_cache_and_intake_metrics_move_as_expected(
         ("clerk_org_cache_events_total", {"type": "unknown", "outcome": "rejected_invalid_signature"}),
         ("clerk_org_cache_intake_seconds_count", {}),
     ]
-    before = {(n, tuple(sorted(lbl.items()))): value(n, **lbl) for n, lbl in names}
+    before = {(n, tuple(sorted(lbl.items()))): scraped_value(client, n, **lbl) for n, lbl in names}
 
     cache.get_memberships(ALICE)  # miss, Clerk 200, fill stored
     cache.get_memberships(ALICE)  # hit
@@ -92,7 +94,7 @@ def test_cache_and_intake_metrics_move_as_expected(
         cache.invalidate(ALICE)
     reader.join(5)
 
-    after = {(n, tuple(sorted(lbl.items()))): value(n, **lbl) for n, lbl in names}
+    after = {(n, tuple(sorted(lbl.items()))): scraped_value(client, n, **lbl) for n, lbl in names}
     delta = {k[0] + str(dict(k[1])): after[k] - before[k] for k in before}
     assert delta == {
         "clerk_org_cache_lookups_total{'result': 'miss'}": 5.0,
@@ -109,8 +111,6 @@ def test_cache_and_intake_metrics_move_as_expected(
         "clerk_org_cache_events_total{'outcome': 'rejected_invalid_signature', 'type': 'unknown'}": 1.0,
         "clerk_org_cache_intake_seconds_count{}": 4.0,
     }
-    scraped = client.get("/metrics")
-    assert scraped.status_code == 200 and "clerk_org_cache_events_total" in scraped.get_data(as_text=True)
 
 
 def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
@@ -145,16 +145,44 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
                 body, headers = signed_event(secret, clerk.update_membership(user_id, acme, "org:admin"))
                 assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=10).ok
             wait_until(lambda: all(b"org:admin" in (cache.redis.get(f"user-orgs:{u}") or b"") for u in users))
+            url = stack.url + "/webhooks/clerk"
+            body, headers = signed_event(secret, clerk.update_membership(users[0], acme, "org:member"))
+            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "processed"}
+            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "duplicate"}
+            body, headers = signed_event(secret, {"type": "session.created", "data": {}})
+            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "ignored"}
+            assert (
+                requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=10).status_code
+                == 401
+            )
             web = scrape(requests.get(stack.url + "/metrics", timeout=10).text)
+            assert (
+                web[
+                    (
+                        "clerk_org_cache_events_total",
+                        (("outcome", "duplicate"), ("type", "organizationMembership.updated")),
+                    )
+                ]
+                == 1
+            )
+            assert web[("clerk_org_cache_events_total", (("outcome", "ignored"), ("type", "other")))] == 1
+            assert (
+                web[("clerk_org_cache_events_total", (("outcome", "rejected_invalid_signature"), ("type", "unknown")))]
+                == 1
+            )
+            assert web[("clerk_org_cache_intake_seconds_count", ())] == 10
             processed = web[
                 (
                     "clerk_org_cache_events_total",
                     (("outcome", "processed"), ("type", "organizationMembership.updated")),
                 )
             ]
-            assert processed == 6.0  # summed over both gunicorn workers
+            assert processed == 7.0  # summed over both gunicorn workers
             wait_until(lambda: _worker_metric(worker_port, "clerk_org_cache_refreshes_total", outcome="refreshed") >= 6)
             assert _worker_metric(worker_port, "clerk_org_cache_jobs_total", kind="drain", outcome="succeeded") >= 1
+            assert _worker_metric(worker_port, "clerk_org_cache_job_seconds_count", kind="drain") >= 1
+            assert _worker_metric(worker_port, "clerk_org_cache_clerk_responses_total", status="200") >= 6
+            assert _worker_metric(worker_port, "clerk_org_cache_fills_total", outcome="stored") >= 6
             assert _worker_metric(worker_port, "clerk_org_cache_queue_depth", what="rq_jobs") == 0
             assert _worker_metric(worker_port, "clerk_org_cache_oldest_job_age_seconds") == 0
             time.sleep(0.2)
@@ -165,10 +193,10 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
     ]
     records = [json.loads(line) for line in lines if line.strip()]  # every process line is one JSON object
     webhook_lines = [r for r in records if r.get("logger") == "webhook"]
-    assert len(webhook_lines) == 6
-    assert all(
-        r["svix_id"].startswith("msg_") and r["request_id"] and r["outcome"] == "processed" for r in webhook_lines
-    )
+    assert len(webhook_lines) == 10
+    assert all(r["request_id"] for r in webhook_lines)
+    assert sum(1 for r in webhook_lines if str(r["svix_id"]).startswith("msg_")) == 9  # all but the forged one
+    assert [r["outcome"] for r in webhook_lines].count("processed") == 7
     assert any(r.get("logger") == "worker.jobs" and r.get("refreshed") for r in records)
     assert secret not in log_path.read_text() and CLERK_KEY not in log_path.read_text()
 
