@@ -188,11 +188,7 @@ class MembershipCache:
         invalidation won, or unknown to Clerk); or the ClerkError to retry on.
         RedisError propagates.
         """
-        for user_id in user_ids:
-            check_user_id(user_id)
-        tokens = {user_id: new_token() for user_id in user_ids}
-        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
-        leased = [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
+        tokens, leased = self._take_leases(user_ids)
         outcomes: dict[str, bool | ClerkError] = dict.fromkeys(user_ids, False)
         fills: list[Fill] = []
         for user_id, result in zip(leased, (pool.map if pool else map)(self._fetch_or_error, leased), strict=True):
@@ -202,10 +198,7 @@ class MembershipCache:
                     outcomes[user_id] = result
             else:
                 fills.append(self._fill_for(user_id, tokens[user_id], result))
-        if fills:
-            for fill, stored in zip(fills, self._protocol.fill_many(fills, self.ttl_seconds), strict=True):
-                outcomes[fill.user_id] = stored
-                self.stats.add("fills" if stored else "fills_refused")
+        outcomes.update(self._fill_all(fills))
         return outcomes
 
     def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> dict[str, bool | None]:
@@ -216,9 +209,7 @@ class MembershipCache:
         None: patching is not possible (no usable stash, or Clerk failed), refresh in full.
         """
         check_org_id(org_id)
-        tokens = {check_user_id(u): new_token() for u in user_ids}
-        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
-        leased = [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
+        tokens, leased = self._take_leases(user_ids)
         outcomes: dict[str, bool | None] = dict.fromkeys(user_ids, False)
         organization: Any = None
         if leased and not deleted:
@@ -243,11 +234,23 @@ class MembershipCache:
                 outcomes[user_id] = None
                 continue
             fills.append(self._fill_for(user_id, tokens[user_id], patched))
-        if fills:
-            for fill, stored in zip(fills, self._protocol.fill_many(fills, self.ttl_seconds), strict=True):
-                outcomes[fill.user_id] = stored
-                self.stats.add("fills" if stored else "fills_refused")
+        outcomes.update(self._fill_all(fills))
         return outcomes
+
+    def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+        """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""
+        tokens = {check_user_id(u): new_token() for u in user_ids}
+        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
+        return tokens, [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
+
+    def _fill_all(self, fills: Sequence[Fill]) -> dict[str, bool]:
+        """FILL each in one round trip; per user, whether it was stored."""
+        if not fills:
+            return {}
+        stored = dict(zip((f.user_id for f in fills), self._protocol.fill_many(fills, self.ttl_seconds), strict=True))
+        for ok in stored.values():
+            self.stats.add("fills" if ok else "fills_refused")
+        return stored
 
     # -- internals ----------------------------------------------------------------
 
