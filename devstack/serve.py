@@ -74,6 +74,7 @@ def main() -> int:
     env = dict(os.environ)
     env["REDIS_URL"] = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     env.setdefault("PORT", "8000")
+    env.setdefault("LOG_FORMAT", "text")  # people read these; deployments get JSON
     try:
         Settings.from_env(env, need_clerk_key=False)
         redis_server = ensure_redis(env["REDIS_URL"])

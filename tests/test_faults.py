@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import requests
 from redis import Redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from cache import ClerkClient, ClerkUnavailable, MembershipCache
 from cache.connections import cache_redis
@@ -78,6 +80,10 @@ def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer) -> Non
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
             assert redis.scard("clerk-org-cache:refreshing") >= 1
+            # RQ's own recovery, fast-forwarded past the dead job's heartbeat: it retries the job.
+            queue = Queue("clerk-org-cache", connection=Redis.from_url(own_redis.url))
+            StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 600)
+            assert ScheduledJobRegistry(queue=queue).count + queue.count == 1
             second = start_worker(env)  # its lease takes over the dead worker's
             try:
                 wait_until(lambda: all("org:admin" in (redis.get(f"user-orgs:{u}") or "") for u in users))
