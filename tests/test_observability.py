@@ -22,7 +22,7 @@ from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_message_id, new_signing_secret, signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, post_event
+from tests.conftest import CLERK_KEY, SIGNING_SECRET, post_event
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -62,6 +62,9 @@ def test_cache_and_intake_metrics_move_as_expected(
         ("clerk_org_cache_events_total", {"type": "other", "outcome": "ignored"}),
         ("clerk_org_cache_events_total", {"type": "unknown", "outcome": "rejected_invalid_signature"}),
         ("clerk_org_cache_intake_seconds_count", {}),
+        ("clerk_org_cache_lookups_total", {"result": "redis_fallback"}),
+        ("clerk_org_cache_clerk_request_seconds_count", {}),
+        ("clerk_org_cache_events_total", {"type": "organizationMembership.updated", "outcome": "failed_to_record"}),
     ]
     before = {(n, tuple(sorted(lbl.items()))): scraped_value(client, n, **lbl) for n, lbl in names}
 
@@ -94,6 +97,16 @@ def test_cache_and_intake_metrics_move_as_expected(
         cache.invalidate(ALICE)
     reader.join(5)
 
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    from cache import ClerkClient
+    from cache.connections import cache_redis
+    from webhook import create_app
+
+    without_redis = MembershipCache(cache_redis(dead_redis), ClerkClient(CLERK_KEY, clerk.url))
+    assert without_redis.get_memberships(ALICE)  # answered by Clerk: a redis_fallback
+    broken = create_app({"REDIS_URL": dead_redis, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}).test_client()
+    assert post_event(broken, clerk.update_membership(ALICE, acme, "org:member")).status_code == 503
+
     after = {(n, tuple(sorted(lbl.items()))): scraped_value(client, n, **lbl) for n, lbl in names}
     delta = {k[0] + str(dict(k[1])): after[k] - before[k] for k in before}
     assert delta == {
@@ -102,14 +115,17 @@ def test_cache_and_intake_metrics_move_as_expected(
         "clerk_org_cache_lookups_total{'result': 'error'}": 1.0,
         "clerk_org_cache_fills_total{'outcome': 'stored'}": 2.0,
         "clerk_org_cache_fills_total{'outcome': 'refused'}": 1.0,
-        "clerk_org_cache_clerk_responses_total{'status': '200'}": 3.0,
+        "clerk_org_cache_clerk_responses_total{'status': '200'}": 4.0,
         "clerk_org_cache_clerk_responses_total{'status': '503'}": 4.0,
         "clerk_org_cache_single_flight_waits_total{'outcome': 'waited'}": 1.0,
         "clerk_org_cache_events_total{'outcome': 'processed', 'type': 'organizationMembership.updated'}": 1.0,
         "clerk_org_cache_events_total{'outcome': 'duplicate', 'type': 'organizationMembership.updated'}": 1.0,
         "clerk_org_cache_events_total{'outcome': 'ignored', 'type': 'other'}": 1.0,
         "clerk_org_cache_events_total{'outcome': 'rejected_invalid_signature', 'type': 'unknown'}": 1.0,
-        "clerk_org_cache_intake_seconds_count{}": 4.0,
+        "clerk_org_cache_intake_seconds_count{}": 5.0,
+        "clerk_org_cache_lookups_total{'result': 'redis_fallback'}": 1.0,
+        "clerk_org_cache_clerk_request_seconds_count{}": 8.0,
+        "clerk_org_cache_events_total{'outcome': 'failed_to_record', 'type': 'organizationMembership.updated'}": 1.0,
     }
 
 
@@ -197,6 +213,7 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
     assert all(r["request_id"] for r in webhook_lines)
     assert sum(1 for r in webhook_lines if str(r["svix_id"]).startswith("msg_")) == 9  # all but the forged one
     assert [r["outcome"] for r in webhook_lines].count("processed") == 7
+    assert {r["user_id"] for r in webhook_lines if r["outcome"] == "processed"} == set(users)
     assert any(r.get("logger") == "worker.jobs" and r.get("refreshed") for r in records)
     assert secret not in log_path.read_text() and CLERK_KEY not in log_path.read_text()
 
@@ -204,3 +221,15 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
 def _worker_metric(port: int, name: str, **labels: str) -> float:
     samples = scrape(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
     return samples.get((name, tuple(sorted(labels.items()))), -1.0)
+
+
+def test_request_id_is_kept_echoed_and_logged(client: FlaskClient, caplog: Any) -> None:
+    with caplog.at_level("INFO", logger="webhook"):
+        response = client.post(
+            "/webhooks/clerk", data="{}", headers={"X-Request-ID": "req-123", "Content-Type": "application/json"}
+        )
+        odd = client.get("/healthz", headers={"X-Request-ID": "not ok\\n"})
+    assert response.status_code == 400 and response.headers["X-Request-ID"] == "req-123"
+    assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["X-Request-ID"])  # a new id instead of the caller's junk
+    lines = [r for r in caplog.records if r.name == "webhook"]
+    assert [(r.request_id, r.outcome) for r in lines] == [("req-123", "rejected_missing_signature_headers")]

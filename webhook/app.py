@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
@@ -49,12 +49,15 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     intake = Intake(client, settings.refresh_retry_intervals)
     for warning in risky_settings(client):
         log.warning(warning)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
 
     @app.before_request
     def start_request() -> None:
         g.started = time.perf_counter()
         g.request_id = _request_id(request.headers.get("X-Request-ID"))
-        g.event_type, g.svix_id, g.outcome = "unknown", None, None
+        g.event_type, g.svix_id, g.outcome, g.target = "unknown", None, None, {}
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -74,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
                     "outcome": outcome,
                     "status": response.status_code,
                     "duration_ms": round(seconds * 1000, 2),
+                    **g.target,
                 },
             )
         return response
@@ -100,6 +104,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
         targets = targets_for(event)
         if targets is None:
             return _outcome("ignored")
+        g.target = {("user_id" if t.kind in "ud" else "org_id"): t.id for t in targets}
         try:
             recorded = intake.record(g.svix_id, targets)
         except InvalidId:
@@ -138,6 +143,15 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
         return _error(500, "internal_error", "internal error")
 
     return app
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps every record logged while serving a request with that request's id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context() and "request_id" in g:
+            record.request_id = g.request_id
+        return True
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
