@@ -37,8 +37,11 @@ def enqueue_drain(queue: Queue, retry_intervals: tuple[int, ...] = DEFAULT_RETRY
 
 
 def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> bool:
-    """Enqueue a drain if users are waiting or were taken by a job that died; True if enqueued."""
-    waiting = redis.scard(contract.PENDING_REFRESH_KEY) + redis.scard(contract.REFRESHING_KEY)
+    """Enqueue a drain if users or org patches are waiting, or were taken by a job that died;
+    True if enqueued."""
+    waiting = sum(
+        redis.scard(key) for key in (contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY, contract.ORG_PATCHES_KEY)
+    )
     if waiting and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
         enqueue_drain(refresh_queue(redis), retry_intervals)
         return True

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask.testing import FlaskClient
 from redis import Redis
@@ -382,3 +383,17 @@ def test_renames_of_two_orgs_before_the_worker_runs(
     stored = json.loads(redis.get(f"user-orgs:{ALICE}") or "")
     assert sorted(m["organizationName"] for m in stored) == ["Acme 3", "Globex 2"]
     assert redis.keys("user-orgs-stash:*") == [] and redis.scard("clerk-org-cache:org-patches") == 0
+
+
+def test_a_starting_worker_resumes_org_patches_whose_job_was_lost(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any
+) -> None:
+    from devstack.waiting import wait_until
+
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # the job was lost
+    request.getfixturevalue("worker_process")  # a worker (re)starts
+    wait_until(lambda: "Acme 2" in (redis.get(f"user-orgs:{ALICE}") or ""), 20)
