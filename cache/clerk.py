@@ -59,10 +59,6 @@ class ClerkClient:
         """All of a user's organization memberships, every page."""
         return self._list_all(f"/users/{check_user_id(user_id)}/organization_memberships")
 
-    def list_org_memberships(self, org_id: str) -> list[dict[str, Any]]:
-        """All memberships of an organization, every page."""
-        return self._list_all(f"/organizations/{check_org_id(org_id)}/memberships")
-
     def get_organization(self, org_id: str) -> dict[str, Any]:
         body = self._get(f"/organizations/{check_org_id(org_id)}", {})
         if not isinstance(body, dict):

@@ -41,7 +41,7 @@ from cache.contract import (
     user_orgs_key,
 )
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkNotFound, ClerkUnavailable, ConfigError
-from cache.protocol import Protocol, Target, refresh_org, refresh_user
+from cache.protocol import Protocol, Target, refresh_user, reread_org_members
 from cache.redis_checks import risky_settings
 from cache.refresh_queue import enqueue_drain, refresh_queue
 
@@ -107,7 +107,7 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
 
 def cmd_invalidate_org(args: argparse.Namespace) -> int:
     check_org_id(args.org_id)
-    return _record([refresh_org(args.org_id)])
+    return _record([reread_org_members(args.org_id)])
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
@@ -288,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
 
     add("get", cmd_get, "show what the cache holds for a user next to what Clerk says").add_argument("user_id")
     add("invalidate", cmd_invalidate, "drop a user's cached value now (the worker re-warms it)").add_argument("user_id")
-    add("invalidate-org", cmd_invalidate_org, "drop every cached member of an org (patched back)").add_argument(
+    add("invalidate-org", cmd_invalidate_org, "drop every cached member of an org (re-read from Clerk)").add_argument(
         "org_id"
     )
     warm = add("warm", cmd_warm, "fill the cache for user ids given as arguments or one per line on stdin")

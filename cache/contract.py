@@ -200,7 +200,7 @@ def membership_from_clerk(obj: Any) -> Membership:
     )
 
 
-def patch_org(memberships: list[Membership], org_id: str, organization: Any | None) -> list[Membership]:
+def with_org_details(memberships: list[Membership], org_id: str, organization: Any | None) -> list[Membership]:
     """A user's memberships with one org's details replaced from Clerk's organization object,
     or with the org removed when ``organization`` is None (deleted)."""
     if organization is None:

@@ -37,12 +37,12 @@ from cache.contract import (
     decode_memberships,
     encode_memberships,
     membership_from_clerk,
-    patch_org,
     user_orgs_key,
+    with_org_details,
 )
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
-from cache.protocol import Acquired, Fill, Protocol, Target, drop_user, new_token
+from cache.protocol import Acquired, Fill, Protocol, Stash, Target, drop_user, new_token
 
 log = logging.getLogger(__name__)
 
@@ -166,20 +166,6 @@ class MembershipCache:
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
 
-    def refresh(self, user_id: str) -> bool:
-        """Warm the user's key if it is absent (used by the worker).
-
-        Takes the lease even from a caller already filling: that caller may have died,
-        and if it has not, its fill is refused and waiters get this one instead.
-
-        Returns True if this call stored a value. Raises ClerkError subclasses so the
-        job can retry; RedisError propagates too.
-        """
-        outcome = self.refresh_many([user_id])[user_id]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def refresh_many(self, user_ids: Sequence[str], pool: Executor | None = None) -> dict[str, bool | ClerkError]:
         """`refresh` for many users: leases in one round trip, Clerk reads in parallel on
         ``pool``, fills in one round trip.
@@ -201,16 +187,18 @@ class MembershipCache:
         outcomes.update(self._fill_all(fills))
         return outcomes
 
-    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> dict[str, bool | None]:
-        """Rebuild stashed values after an org event from one Clerk read (none for a deletion).
+    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[tuple[str, Stash | None, str]]:
+        """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
 
-        Leases are taken first, then Clerk is read, so a change after the read voids the fill.
-        Per user: True stored; False nothing to store (already refilled, or an invalidation won);
-        None: patching is not possible (no usable stash, or Clerk failed), refresh in full.
+        Leases are taken first, then Clerk is read, so any change after that voids the fill.
+        A patched value keeps its stash's remaining lifetime: patching never extends how long
+        memberships go unread. Returns, per user, the stash read and what to do with the user
+        (see `Protocol.finish_patch`).
         """
         check_org_id(org_id)
         tokens, leased = self._take_leases(user_ids)
-        outcomes: dict[str, bool | None] = dict.fromkeys(user_ids, False)
+        stashes = dict(zip(user_ids, self._protocol.stashes(user_ids), strict=True))
+        actions = {u: "done" for u in user_ids}  # not leased: a fresh value is already there
         organization: Any = None
         if leased and not deleted:
             try:
@@ -221,21 +209,27 @@ class MembershipCache:
             except ClerkError:
                 for user_id in leased:
                     self._release_quietly(user_id, tokens[user_id])
-                    outcomes[user_id] = None
-                return outcomes
+                    actions[user_id] = "refresh"
+                leased = []
         fills: list[Fill] = []
-        for user_id, stashed in zip(leased, self._protocol.stashes(leased), strict=True):
+        for user_id in leased:
+            stash = stashes[user_id]
+            if stash is None:  # dropped by a later change (which queued what it needed) or expired
+                self._release_quietly(user_id, tokens[user_id])
+                continue
             try:
-                if stashed is None or stashed[0] != org_id:
-                    raise CorruptValue("no stash for this org")
-                patched = patch_org(decode_memberships(stashed[1]), org_id, organization)
+                if stash.org_id != org_id:
+                    raise CorruptValue("stashed for another org")
+                patched = with_org_details(decode_memberships(stash.value), org_id, organization)
             except CorruptValue:
                 self._release_quietly(user_id, tokens[user_id])
-                outcomes[user_id] = None
+                actions[user_id] = "refresh"
                 continue
-            fills.append(self._fill_for(user_id, tokens[user_id], patched))
-        outcomes.update(self._fill_all(fills))
-        return outcomes
+            fill = self._fill_for(user_id, tokens[user_id], patched)
+            fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
+        for user_id, stored in self._fill_all(fills).items():
+            actions[user_id] = "done" if stored else "retry"  # refused: an event came in; patch again
+        return [(u, stashes[u], actions[u]) for u in user_ids]
 
     def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""

@@ -54,7 +54,7 @@ return {3}
 FILL_LUA = """
 -- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>
 -- KEYS[3 .. 2+n] org-users:<orgId>, then KEYS[3+n .. 2+2n] org-changed:<orgId>, for the n orgs in the value
--- ARGV[1] token from ACQUIRE   ARGV[2] JSON value   ARGV[3] TTL seconds   ARGV[4] user id
+-- ARGV[1] token from ACQUIRE   ARGV[2] JSON value   ARGV[3] TTL in ms   ARGV[4] user id
 -- -> 1 stored | 0 refused: an invalidation voided the lease, or one of the orgs changed since it was granted
 local lease = redis.call('GET', KEYS[2])
 if not lease then return 0 end
@@ -67,10 +67,9 @@ for i = 3 + n, 2 + 2 * n do
   local changed = redis.call('GET', KEYS[i])
   if changed and tonumber(changed) > granted_at then return 0 end
 end
-local ttl = tonumber(ARGV[3])
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 -- the org index must outlive every value it points at, whatever TTL other writers use
-local index_ttl = ttl + 60
+local index_ttl = math.floor((tonumber(ARGV[3]) + 999) / 1000) + 60
 for i = 3, 2 + n do
   redis.call('SADD', KEYS[i], ARGV[4])
   if redis.call('TTL', KEYS[i]) < index_ttl then redis.call('EXPIRE', KEYS[i], index_ttl) end
@@ -97,6 +96,8 @@ RECORD_LUA = """#!lua flags=allow-oom
 --   'o:<orgId>'  org updated: move every cached member's value aside (a stash, never served) for the
 --                worker to patch from one Clerk read; void every fill in flight that read the org
 --   'x:<orgId>'  org deleted: same, the patch drops the org; then drop the index
+--   'm:<orgId>'  re-read every cached member in full (a membership event naming no user, an operator's
+--                invalidate-org): 'u:' for each, and void fills in flight that read the org
 -- -> {1 recorded | 0 duplicate, keys invalidated, 1 if the caller must enqueue a drain job}
 local recorded = 1
 if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
@@ -146,9 +147,13 @@ if recorded == 1 then
       -- a user whose fill is in flight is not in the index yet: mark the org changed instead
       redis.call('SET', ARGV[6] .. id, redis.call('INCR', KEYS[3]), 'PX', ARGV[7])
       local index = ARGV[5] .. id
-      for _, uid in ipairs(redis.call('SMEMBERS', index)) do stash(uid, id) end
-      if redis.call('EXISTS', ARGV[9] .. id) == 1 then redis.call('SADD', KEYS[4], ARGV[i]) end
-      if kind == 'x' then redis.call('DEL', index) end
+      if kind == 'm' then
+        for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
+      else
+        for _, uid in ipairs(redis.call('SMEMBERS', index)) do stash(uid, id) end
+        if redis.call('EXISTS', ARGV[9] .. id) == 1 then redis.call('SADD', KEYS[4], ARGV[i]) end
+        if kind == 'x' then redis.call('DEL', index) end
+      end
     end
   end
 end
@@ -167,6 +172,26 @@ TAKE_PENDING_LUA = """
 local users = redis.call('SPOP', KEYS[1], ARGV[1])
 if #users > 0 then redis.call('SADD', KEYS[2], unpack(users)) end
 return users
+"""
+
+FINISH_PATCH_LUA = """
+-- KEYS[1] org-patch:<orgId> set   KEYS[2] pending-refresh set
+-- ARGV[1] stash prefix, then per user three values: user id, the stash as read ('' if none), action
+--   'done'    forget the user (patched, already refilled, or no stash left to patch)
+--   'refresh' forget the user, and re-read them in full instead
+--   'retry'   keep the user listed: an event voided this patch, the next pass patches afresh
+-- A user whose stash changed since it was read (a newer event re-stashed them) stays listed.
+for i = 2, #ARGV, 3 do
+  local uid, seen, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = ARGV[1] .. uid
+  local current = redis.call('GET', key) or ''
+  if action ~= 'retry' and current == seen then
+    if seen ~= '' then redis.call('DEL', key) end
+    redis.call('SREM', KEYS[1], uid)
+    if action == 'refresh' then redis.call('SADD', KEYS[2], uid) end
+  end
+end
+return 1
 """
 
 FINISH_ORG_PATCH_LUA = """
@@ -192,7 +217,7 @@ class Acquired(Enum):
 class Target:
     """One thing an event invalidates; see RECORD_LUA for the kinds."""
 
-    kind: str  # 'u' user, 'd' deleted user, 'o' org, 'x' deleted org
+    kind: str  # 'u' user, 'd' deleted user, 'o' org updated, 'x' org deleted, 'm' org members re-read
     id: str
 
     def encode(self) -> str:
@@ -209,6 +234,10 @@ def drop_user(user_id: object) -> Target:
 
 def refresh_org(org_id: object) -> Target:
     return Target("o", contract.check_org_id(org_id))
+
+
+def reread_org_members(org_id: object) -> Target:
+    return Target("m", contract.check_org_id(org_id))
 
 
 def drop_org(org_id: object) -> Target:
@@ -234,6 +263,17 @@ class Fill:
     token: str
     value: str
     org_ids: tuple[str, ...]
+    ttl_ms: int | None = None  # None: the cache's TTL; a patch keeps its stash's remaining lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class Stash:
+    """A member's value moved aside by an org event, waiting for the worker's patch."""
+
+    org_id: str
+    value: str
+    ttl_ms: int
+    raw: str
 
 
 class Protocol:
@@ -250,6 +290,7 @@ class Protocol:
         self._record = redis.register_script(RECORD_LUA)
         self._take_pending = redis.register_script(TAKE_PENDING_LUA)
         self._finish_org_patch = redis.register_script(FINISH_ORG_PATCH_LUA)
+        self._finish_patch = redis.register_script(FINISH_PATCH_LUA)
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
@@ -269,7 +310,7 @@ class Protocol:
         return bool(self._call_fill(self._redis, fill, ttl_s))
 
     def fill_many(self, fills: Sequence[Fill], ttl_s: int) -> list[bool]:
-        """`fill` for each, in one round trip."""
+        """`fill` for each, in one round trip (``ttl_s`` unless a Fill names its own lifetime)."""
         pipe = self._redis.pipeline(transaction=False)
         for fill in fills:
             self._call_fill(pipe, fill, ttl_s)
@@ -292,7 +333,8 @@ class Protocol:
         keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
         keys += [contract.org_index_key(org_id) for org_id in orgs]
         keys += [contract.org_changed_key(org_id) for org_id in orgs]
-        return self._fill(keys=keys, args=[fill.token, fill.value, ttl_s, fill.user_id], client=client)
+        ttl_ms = fill.ttl_ms if fill.ttl_ms is not None else ttl_s * 1000
+        return self._fill(keys=keys, args=[fill.token, fill.value, ttl_ms, fill.user_id], client=client)
 
     def record(self, targets: Sequence[Target], svix_id: str | None = None) -> Recorded:
         """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
@@ -340,7 +382,7 @@ class Protocol:
     def take_pending(self, count: int) -> list[str]:
         """Pop up to ``count`` users waiting for a refresh; call `done` for them afterwards."""
         taken = self._take_pending(keys=[contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY], args=[count])
-        return [u.decode() if isinstance(u, bytes) else str(u) for u in taken]
+        return [_text(u) for u in taken]
 
     def done(self, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
         """Finish taken users: forget ``refreshed``, put ``retry`` back in the pending set."""
@@ -356,41 +398,48 @@ class Protocol:
     def org_patches(self) -> list[tuple[str, str]]:
         """Pending org patches as (kind, org id): kind 'o' updated, 'x' deleted."""
         entries = self._redis.smembers(contract.ORG_PATCHES_KEY)
-        decoded = sorted(e.decode() if isinstance(e, bytes) else str(e) for e in entries)
+        decoded = sorted(_text(e) for e in entries)
         return [(entry[0], entry[2:]) for entry in decoded]
 
     def patch_members(self, org_id: str, count: int) -> list[str]:
         """Up to ``count`` users waiting for this org's patch (they stay listed until `finish_patch`)."""
         members = self._redis.srandmember(contract.org_patch_key(org_id), count) or []
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        return [_text(m) for m in members]  # type: ignore[arg-type]
 
-    def stashes(self, user_ids: Sequence[str]) -> list[tuple[str, str] | None]:
-        """Each user's stash as (org id it waits for, value), or None."""
-        out: list[tuple[str, str] | None] = []
-        for raw in self._redis.mget([contract.stash_key(u) for u in user_ids]):
-            if raw is None:
+    def stashes(self, user_ids: Sequence[str]) -> list[Stash | None]:
+        """Each user's stash with its remaining lifetime, or None (absent, or about to expire)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.get(contract.stash_key(user_id))
+            pipe.pttl(contract.stash_key(user_id))
+        replies = pipe.execute()
+        out: list[Stash | None] = []
+        for raw, ttl_ms in zip(replies[0::2], replies[1::2], strict=True):
+            if raw is None or ttl_ms <= 0:
                 out.append(None)
                 continue
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            text = _text(raw)
             org_id, _, value = text.partition(" ")
-            out.append((org_id, value))
+            out.append(Stash(org_id, value, int(ttl_ms), text))
         return out
 
-    def finish_patch(self, org_id: str, user_ids: Sequence[str], refresh_instead: Sequence[str] = ()) -> None:
-        """Done with these users: drop their stashes; ``refresh_instead`` go to the full-refresh set."""
-        if not user_ids:
+    def finish_patch(self, org_id: str, actions: Sequence[tuple[str, Stash | None, str]]) -> None:
+        """Settle patched users: (user id, the stash as read, 'done' | 'refresh' | 'retry'); see FINISH_PATCH_LUA."""
+        if not actions:
             return
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(*(contract.stash_key(u) for u in user_ids))
-        if refresh_instead:
-            pipe.sadd(contract.PENDING_REFRESH_KEY, *refresh_instead)
-        pipe.srem(contract.org_patch_key(org_id), *user_ids)
-        pipe.execute()
+        args: list[str] = [contract.STASH_PREFIX]
+        for user_id, stash, action in actions:
+            args += [user_id, stash.raw if stash else "", action]
+        self._finish_patch(keys=[contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY], args=args)
 
     def finish_org_patch(self, kind: str, org_id: str) -> None:
         self._finish_org_patch(
             keys=[contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id)], args=[f"{kind}:{org_id}"]
         )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _acquired(reply: Any) -> tuple[Acquired, Any]:

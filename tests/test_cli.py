@@ -164,3 +164,15 @@ def test_bad_input_is_one_line_and_non_zero(env: dict[str, str]) -> None:
     assert result.stderr.strip().splitlines() == [
         "clerk-org-cache get: not a Clerk user id (expected user_ followed by letters and digits)"
     ]
+
+
+def test_invalidate_org_repairs_a_role_that_drifted(
+    env: dict[str, str], cache: MembershipCache, clerk: ClerkStandIn, redis: Redis, run_worker: Any
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    cache.get_memberships(ALICE)
+    clerk.update_membership(ALICE, acme, "org:member")  # a webhook that never arrived
+    assert cli("invalidate-org", acme, env=env).returncode == 0
+    run_worker()
+    assert [m.role for m in cache.get_memberships(ALICE)] == ["org:member"]

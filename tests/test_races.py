@@ -185,7 +185,7 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
     """The patch job takes its leases, reads the org from Clerk, and a second rename lands before it writes."""
-    from cache.contract import encode_memberships, patch_org
+    from cache.contract import encode_memberships, with_org_details
     from cache.protocol import Fill, Protocol, new_token
 
     acme = clerk.create_org("Acme")["data"]["id"]
@@ -200,7 +200,7 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
 
     stash = protocol.stashes([ALICE])[0]
     assert stash is not None
-    stale = encode_memberships(patch_org(decode_memberships(stash[1]), acme, read_by_the_job))
+    stale = encode_memberships(with_org_details(decode_memberships(stash.value), acme, read_by_the_job))
     assert protocol.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
     assert cached(redis, ALICE) is None
     run_worker()

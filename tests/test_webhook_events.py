@@ -212,18 +212,21 @@ def test_an_org_with_a_thousand_cached_members_is_fixed_by_one_job(
     assert all(v is not None and json.loads(v)[0]["organizationName"] == "Acme Renamed" for v in values)
 
 
-def test_membership_event_without_a_user_id_invalidates_the_whole_org(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+def test_membership_event_without_a_user_id_re_reads_the_whole_org(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
     acme = clerk.create_org("Acme")["data"]["id"]
     for user_id in (ALICE, BOB):
-        clerk.add_membership(user_id, acme)
+        clerk.add_membership(user_id, acme, "org:admin")
         cache.get_memberships(user_id)
     event = clerk.remove_membership(ALICE, acme)
     del event["data"]["public_user_data"]
     assert post_event(client, event).status_code == 200
     assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
+    run_worker()  # re-reads members in full: a patch of the old value would bring Alice's admin role back
+    assert json.loads(redis.get(f"user-orgs:{ALICE}") or "[]") == []
     assert cache.get_membership(ALICE, acme) is None
+    assert cache.get_membership(BOB, acme) is not None
 
 
 def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
@@ -397,3 +400,53 @@ def test_a_starting_worker_resumes_org_patches_whose_job_was_lost(
     redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # the job was lost
     request.getfixturevalue("worker_process")  # a worker (re)starts
     wait_until(lambda: "Acme 2" in (redis.get(f"user-orgs:{ALICE}") or ""), 20)
+
+
+def test_a_patch_never_extends_how_long_memberships_go_unread(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    redis.expire(f"user-orgs:{ALICE}", 40)  # read from Clerk 260 s ago
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    run_worker()
+    assert "Acme 2" in (redis.get(f"user-orgs:{ALICE}") or "")
+    assert 0 < redis.ttl(f"user-orgs:{ALICE}") <= 40
+
+
+def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    from worker.jobs import drain_pending_refreshes
+
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    clerk.latency_s = 0.3  # the patch job's org read is slow...
+    job = threading.Thread(target=drain_pending_refreshes)
+    job.start()
+    time.sleep(0.1)
+    clerk.latency_s = 0.0
+    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...and a rename lands
+    job.join(10)
+    run_worker()
+    assert "Acme 3" in (redis.get(f"user-orgs:{ALICE}") or "")  # patched again, not left cold
+    assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
+    assert redis.keys("user-orgs-stash:*") == [] and redis.scard("clerk-org-cache:org-patches") == 0
+
+
+def test_a_user_deleted_while_stashed_costs_no_clerk_call(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    assert post_event(client, clerk.delete_user(ALICE)).status_code == 200
+    clerk.reset_counts()
+    run_worker()
+    assert clerk.call_count("/v1/users/") == 0
+    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs-stash:{ALICE}") == 0
+    assert redis.scard("clerk-org-cache:org-patches") == 0

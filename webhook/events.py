@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from cache.errors import InvalidId, WebhookRejected
-from cache.protocol import Target, drop_org, drop_user, refresh_org, refresh_user
+from cache.protocol import Target, drop_org, drop_user, refresh_org, refresh_user, reread_org_members
 
 MEMBERSHIP_EVENTS = frozenset(
     {"organizationMembership.created", "organizationMembership.updated", "organizationMembership.deleted"}
@@ -58,9 +58,9 @@ def targets_for(event: dict[str, Any]) -> list[Target] | None:
             user_data = data.get("public_user_data")
             user_id = user_data.get("user_id") if isinstance(user_data, dict) else None
             if user_id is None:
-                # no user named: invalidate the whole org rather than lose the change
+                # no user named: re-read every cached member of the org rather than lose the change
                 org = data.get("organization")
-                return [refresh_org(org.get("id") if isinstance(org, dict) else None)]
+                return [reread_org_members(org.get("id") if isinstance(org, dict) else None)]
             return [refresh_user(user_id)]
         if kind == "organizationInvitation.accepted":
             return [refresh_user(data.get("user_id"))]

@@ -110,8 +110,8 @@ def _patch_orgs(cache: MembershipCache, protocol: Protocol) -> int:
     patched = 0
     for kind, org_id in protocol.org_patches():
         while users := protocol.patch_members(org_id, PATCH_BATCH):
-            outcomes = cache.patch_org(org_id, kind == "x", users)
-            patched += sum(1 for outcome in outcomes.values() if outcome)
-            protocol.finish_patch(org_id, users, refresh_instead=[u for u, o in outcomes.items() if o is None])
+            actions = cache.patch_org(org_id, kind == "x", users)
+            patched += sum(1 for _, stash, action in actions if action == "done" and stash is not None)
+            protocol.finish_patch(org_id, actions)
         protocol.finish_org_patch(kind, org_id)
     return patched
