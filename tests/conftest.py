@@ -22,7 +22,7 @@ from cache.connections import cache_redis
 from cache.contract import PENDING_REFRESH_KEY, QUEUE_NAME
 from cache.logs import JsonFormatter
 from devstack.clerk_standin import ClerkStandIn
-from devstack.redis_server import RedisServer
+from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import REPO
 from devstack.waiting import wait_until
@@ -80,6 +80,23 @@ def clerk() -> Iterator[ClerkStandIn]:
         yield standin
 
 
+def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str = SIGNING_SECRET, **extra: str) -> dict[str, str]:
+    """The environment for the Procfile's processes, pointed at a test Redis and Clerk stand-in."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CLERK_SECRET_KEY": CLERK_KEY,
+        "CLERK_API_URL": clerk.url,
+        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+        "PORT": str(free_port()),
+        **extra,
+    }
+    for inherited in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT"):
+        if inherited not in extra:
+            env.pop(inherited, None)
+    return env
+
+
 def make_cache(url: str, clerk: ClerkStandIn, **kwargs: Any) -> MembershipCache:
     return MembershipCache(cache_redis(url), ClerkClient(CLERK_KEY, clerk.url), **kwargs)
 
@@ -131,7 +148,7 @@ def run_worker(redis_server: RedisServer, cache: MembershipCache) -> Any:
 @pytest.fixture
 def worker_process(redis_server: RedisServer, clerk: ClerkStandIn) -> Iterator[subprocess.Popen[bytes]]:
     """The Procfile's worker as a real process, pointed at this test's Redis and Clerk stand-in."""
-    env = {**os.environ, "REDIS_URL": redis_server.url, "CLERK_SECRET_KEY": CLERK_KEY, "CLERK_API_URL": clerk.url}
+    env = stack_env(redis_server.url, clerk)
     process = subprocess.Popen(
         [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

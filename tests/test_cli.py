@@ -17,7 +17,7 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret
 from devstack.stack import REPO, LocalStack
-from tests.conftest import CLERK_KEY, SIGNING_SECRET
+from tests.conftest import CLERK_KEY, SIGNING_SECRET, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -140,15 +140,7 @@ def test_doctor_pinpoints_what_is_wrong(env: dict[str, str], override: dict[str,
 
 def test_send_test_event_reaches_a_deployment(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> None:
     secret = new_signing_secret()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "CLERK_SECRET_KEY": CLERK_KEY,
-        "CLERK_API_URL": clerk.url,
-        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
-        "PORT": str(free_port()),
-    }
-    with LocalStack(env) as stack:
+    with LocalStack(stack_env(redis_server.url, clerk, secret)) as stack:
         good = cli("send-test-event", stack.url + "/webhooks/clerk", env={"CLERK_WEBHOOK_SIGNING_SECRET": secret})
         assert good.returncode == 0 and good.stdout.startswith('200 {"status":"processed"}')
         wrong = cli(

@@ -3,7 +3,6 @@ events, Clerk timing out, oversize streamed bodies, and secrets kept out of ever
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -24,11 +23,11 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from cache import ClerkClient, ClerkUnavailable, MembershipCache
 from cache.connections import cache_redis
 from devstack.clerk_standin import ClerkStandIn
-from devstack.redis_server import RedisServer, free_port
+from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, sign, signed_event
 from devstack.stack import REPO, LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY
+from tests.conftest import CLERK_KEY, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 
@@ -38,17 +37,6 @@ def own_redis() -> Iterator[RedisServer]:
     """These tests stop and restart Redis, so each gets a server of its own."""
     with RedisServer() as server:
         yield server
-
-
-def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "CLERK_SECRET_KEY": CLERK_KEY,
-        "CLERK_API_URL": clerk.url,
-        "CLERK_WEBHOOK_SIGNING_SECRET": secret,
-        "PORT": str(free_port()),
-    }
 
 
 def start_worker(env: dict[str, str], log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:

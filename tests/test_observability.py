@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import threading
 import time
@@ -22,7 +21,7 @@ from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_message_id, new_signing_secret, signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, SIGNING_SECRET, post_event
+from tests.conftest import CLERK_KEY, SIGNING_SECRET, post_event, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -136,18 +135,7 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
     log_path = tmp_path / "stack.log"
     with RedisServer() as redis_server, ClerkStandIn(secret_key=CLERK_KEY) as clerk:
         acme = clerk.create_org("Acme")["data"]["id"]
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_server.url,
-            "CLERK_SECRET_KEY": CLERK_KEY,
-            "CLERK_API_URL": clerk.url,
-            "CLERK_WEBHOOK_SIGNING_SECRET": secret,
-            "PORT": str(free_port()),
-            "WEB_CONCURRENCY": "2",
-            "WORKER_METRICS_PORT": str(worker_port),
-        }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env.pop("LOG_FORMAT", None)
+        env = stack_env(redis_server.url, clerk, secret, WEB_CONCURRENCY="2", WORKER_METRICS_PORT=str(worker_port))
         from cache import ClerkClient
         from cache.connections import cache_redis
 

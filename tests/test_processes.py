@@ -16,10 +16,10 @@ from redis import Redis
 from cache import ClerkClient, MembershipCache
 from cache.connections import cache_redis
 from devstack.clerk_standin import ClerkStandIn
-from devstack.redis_server import RedisServer, free_port
+from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import REPO, LocalStack
-from tests.conftest import CLERK_KEY
+from tests.conftest import CLERK_KEY, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 
@@ -71,14 +71,7 @@ def test_procfile_stack_processes_events_and_survives_a_redis_outage(own_redis: 
         globex = clerk.create_org("Globex")["data"]["id"]
         clerk.add_membership(ALICE, acme)
         clerk.add_membership(ALICE, globex)
-        env = {
-            **os.environ,
-            "REDIS_URL": own_redis.url,
-            "CLERK_SECRET_KEY": CLERK_KEY,
-            "CLERK_API_URL": clerk.url,
-            "CLERK_WEBHOOK_SIGNING_SECRET": secret,
-            "PORT": str(free_port()),
-        }
+        env = stack_env(own_redis.url, clerk, secret)
         cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
         redis = Redis.from_url(own_redis.url, decode_responses=True)
         with LocalStack(env, log=subprocess.DEVNULL) as stack:  # type: ignore[arg-type]
