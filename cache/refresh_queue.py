@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from cache import contract
 from cache.protocol import DRAIN_MARKER_TTL_S
@@ -37,12 +38,20 @@ def enqueue_drain(queue: Queue, retry_intervals: tuple[int, ...] = DEFAULT_RETRY
 
 
 def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> bool:
-    """Enqueue a drain if users or org patches are waiting, or were taken by a job that died;
-    True if enqueued."""
+    """Enqueue a drain if users or org patches are waiting, or were taken by a job that died,
+    and no drain job is queued, scheduled for a retry or running; True if enqueued.
+
+    Run at worker start and periodically, so work whose job was lost or ran out of retries
+    does not wait for the next event.
+    """
+    queue = refresh_queue(redis)
+    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
+    if queue.count or scheduled or StartedJobRegistry(queue=queue).count:
+        return False
     waiting = sum(
         redis.scard(key) for key in (contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY, contract.ORG_PATCHES_KEY)
     )
     if waiting and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
-        enqueue_drain(refresh_queue(redis), retry_intervals)
+        enqueue_drain(queue, retry_intervals)
         return True
     return False

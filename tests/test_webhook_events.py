@@ -450,3 +450,22 @@ def test_a_user_deleted_while_stashed_costs_no_clerk_call(
     assert clerk.call_count("/v1/users/") == 0
     assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs-stash:{ALICE}") == 0
     assert redis.scard("clerk-org-cache:org-patches") == 0
+
+
+def test_a_running_worker_sweeps_up_work_no_job_is_handling(
+    cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any, monkeypatch: Any
+) -> None:
+    """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the sweep."""
+    from cache.protocol import Protocol, refresh_user
+    from devstack.waiting import wait_until
+
+    monkeypatch.setenv("WORKER_SWEEP_SECONDS", "0.5")
+    request.getfixturevalue("worker_process")
+    acme = clerk.create_org("Acme")["data"]["id"]
+    clerk.add_membership(ALICE, acme)
+    cache.get_memberships(ALICE)
+    time.sleep(1.0)  # the worker is up and idle
+    Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
+    redis.delete("clerk-org-cache:drain-scheduled")
+    assert redis.llen("rq:queue:clerk-org-cache") == 0 and redis.exists(f"user-orgs:{ALICE}") == 0
+    wait_until(lambda: redis.exists(f"user-orgs:{ALICE}"), 20)  # ...until the sweep queues one

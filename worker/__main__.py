@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from prometheus_client import REGISTRY, start_http_server
@@ -61,11 +62,35 @@ def _metrics_port() -> int | None:
     return int(raw)
 
 
+def _sweep_seconds() -> float:
+    raw = os.environ.get("WORKER_SWEEP_SECONDS", "").strip() or "60"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        raise ConfigError("WORKER_SWEEP_SECONDS", "must be a number of seconds from 0.1 to 3600")
+    return value
+
+
+def _sweep(settings: Settings, every_s: float, log: logging.Logger) -> None:
+    """Now and then, queue a drain for work nothing is handling (a lost job, retries run out)."""
+    connection = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    while True:
+        time.sleep(every_s)
+        try:
+            if resume_unfinished(connection, settings.refresh_retry_intervals):
+                log.info("queued a drain for work no job was handling")
+        except RedisError:
+            pass  # the main loop reports Redis outages
+
+
 def main() -> int:
     configure_logging()
     try:
         settings = Settings.from_env()
         metrics_port = _metrics_port()
+        sweep_s = _sweep_seconds()
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
@@ -78,6 +103,7 @@ def main() -> int:
         REGISTRY.register(QueueCollector(connection))
         start_http_server(metrics_port)
         log.info("metrics on port %d", metrics_port)
+    threading.Thread(target=_sweep, args=(settings, sweep_s, log), name="sweep", daemon=True).start()
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).
