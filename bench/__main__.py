@@ -418,8 +418,17 @@ def main() -> int:
     results = run(args.quick)
     print()
     print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.json.relative_to(REPO) if args.json.is_relative_to(REPO) else args.json}")
+    print(f"\nwrote {args.json}")
+    try:
+        from bench.plot import plot
+    except ImportError:
+        print("(matplotlib is not installed: no curves drawn)")
+        return 0
+    curves = args.json.with_name("curves.png")
+    plot(results, curves)
+    print(f"wrote {curves}")
     return 0
 
 
