@@ -223,15 +223,19 @@ class Bench:
 
     # -- 6. fan-out and 7. drain ----------------------------------------------------------
 
-    def fan_out(self, members: int = 1000, latency_s: float = CLERK_LATENCY_S) -> dict[str, float]:
+    def cached_org(self, name: str, first_user: int, members: int) -> tuple[str, list[str]]:
+        """A fresh org whose ``members`` are all cached, with Clerk answering at once."""
         self.reset(0)
-        org = self.clerk.create_org("Fan Out")["data"]["id"]
-        users = [user(200_000 + i) for i in range(members)]
+        org = self.clerk.create_org(name)["data"]["id"]
+        users = [user(first_user + i) for i in range(members)]
         cache = self.cache()
         for user_id in users:
             self.clerk.add_membership(user_id, org)
-        for user_id in users:
             cache.get_memberships(user_id)
+        return org, users
+
+    def fan_out(self, members: int = 1000, latency_s: float = CLERK_LATENCY_S) -> dict[str, float]:
+        org, users = self.cached_org("Fan Out", 200_000, members)
         self.clerk.latency_s = latency_s
         with self.stack() as stack:
             body, headers = signed_event(SECRET, self.clerk.update_org(org, name="Fan Out Renamed"))
@@ -245,13 +249,7 @@ class Bench:
     def drain(
         self, events: int = 1000, latency_s: float = CLERK_LATENCY_S, concurrency: int = 8, workers: int = 1
     ) -> dict[str, float]:
-        self.reset(0)
-        org = self.clerk.create_org("Drain")["data"]["id"]
-        users = [user(300_000 + i) for i in range(events)]
-        cache = self.cache()
-        for user_id in users:
-            self.clerk.add_membership(user_id, org)
-            cache.get_memberships(user_id)
+        org, users = self.cached_org("Drain", 300_000, events)
         requests_ = []
         for user_id in users:
             body, headers = signed_event(SECRET, self.clerk.update_membership(user_id, org, "org:admin"))

@@ -97,6 +97,16 @@ def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str = SIGNING_SECRET,
     return env
 
 
+def cached_member(
+    clerk: ClerkStandIn, cache: MembershipCache, user_id: str, role: str = "org:member", org_name: str = "Acme"
+) -> str:
+    """A new org in Clerk with ``user_id`` as a member, looked up once so the cache holds it; the org id."""
+    org_id: str = clerk.create_org(org_name)["data"]["id"]
+    clerk.add_membership(user_id, org_id, role)
+    cache.get_memberships(user_id)
+    return org_id
+
+
 def make_cache(url: str, clerk: ClerkStandIn, **kwargs: Any) -> MembershipCache:
     return MembershipCache(cache_redis(url), ClerkClient(CLERK_KEY, clerk.url), **kwargs)
 

@@ -17,7 +17,7 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret
 from devstack.stack import REPO, LocalStack
-from tests.conftest import CLERK_KEY, SIGNING_SECRET, stack_env
+from tests.conftest import CLERK_KEY, SIGNING_SECRET, cached_member, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -161,9 +161,7 @@ def test_bad_input_is_one_line_and_non_zero(env: dict[str, str]) -> None:
 def test_invalidate_org_repairs_a_role_that_drifted(
     env: dict[str, str], cache: MembershipCache, clerk: ClerkStandIn, redis: Redis, run_worker: Any
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme, "org:admin")
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE, "org:admin")
     clerk.update_membership(ALICE, acme, "org:member")  # a webhook that never arrived
     assert cli("invalidate-org", acme, env=env).returncode == 0
     run_worker()

@@ -13,7 +13,7 @@ from redis import Redis
 from cache import MembershipCache
 from cache.contract import decode_memberships
 from devstack.clerk_standin import ClerkStandIn
-from tests.conftest import post_event, wait_until_drained
+from tests.conftest import cached_member, post_event, wait_until_drained
 
 ALICE = "user_2alice000000000000000000000"
 
@@ -47,9 +47,7 @@ def truth(clerk: ClerkStandIn, user_id: str) -> list[tuple[str, str, str]]:
 def test_fill_racing_a_rename_is_refused(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     cache.invalidate(ALICE)
 
     def rename() -> None:
@@ -83,9 +81,7 @@ def test_deletion_racing_a_rejoin_ends_as_clerk_says(
     run_worker: Callable[[], int],
 ) -> None:
     """Removed, then re-added; the webhooks arrive re-join first, removal last, around a held fill."""
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     removed = clerk.remove_membership(ALICE, acme)
     rejoined = clerk.add_membership(ALICE, acme, "org:member")
 
@@ -188,9 +184,7 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
     from cache.contract import encode_memberships, with_org_details
     from cache.protocol import Fill, Protocol, new_token
 
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     protocol, token = Protocol(cache.redis), new_token()
     protocol.acquire_many([(ALICE, token)], 15_000, take_over=True)

@@ -14,7 +14,7 @@ from redis import Redis
 from cache import MembershipCache
 from devstack.clerk_standin import ClerkStandIn
 from devstack.signing import new_message_id, new_signing_secret
-from tests.conftest import SIGNING_SECRET, post_event
+from tests.conftest import SIGNING_SECRET, cached_member, post_event
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -75,7 +75,7 @@ def test_organization_updated_renames_for_every_cached_member(
         assert [(v["organizationName"], v["organizationSlug"]) for v in stored] == [("Acme Renamed", "acme-renamed")]
 
 
-def test_organization_deleted_removes_it_for_every_member(
+def test_organization_deleted_removes_it_for_every_member_without_calling_clerk(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
     acme = clerk.create_org("Acme")["data"]["id"]
@@ -89,16 +89,18 @@ def test_organization_deleted_removes_it_for_every_member(
 
     assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
     assert redis.exists(f"org-users:{acme}") == 0
-    run_worker()
+    clerk.reset_counts()
+    assert run_worker() == 1
+    assert clerk.call_count() == 0  # the patch drops the org: nothing to read
+    for user_id in (ALICE, BOB):
+        assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")] == [globex]
     assert org_ids(cache, ALICE) == org_ids(cache, BOB) == [globex]
 
 
 def test_user_deleted_removes_the_key_and_does_not_refetch(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    cached_member(clerk, cache, ALICE)
     calls = clerk.call_count()
 
     assert post_event(client, clerk.delete_user(ALICE)).status_code == 200
@@ -122,9 +124,7 @@ def test_unknown_event_types_are_acknowledged_and_ignored(client: FlaskClient, r
 def test_redeliveries_of_one_svix_id_do_one_unit_of_work(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     event = clerk.update_membership(ALICE, acme, "org:admin")
     msg_id = new_message_id()
 
@@ -232,9 +232,7 @@ def test_membership_event_without_a_user_id_re_reads_the_whole_org(
 def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     event, msg_id = clerk.update_membership(ALICE, acme, "org:admin"), new_message_id()
     assert post_event(client, event, msg_id=msg_id).json == {"status": "processed"}
     redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # as if the enqueue was lost
@@ -251,9 +249,7 @@ def test_a_refresh_that_cannot_reach_clerk_leaves_the_key_deleted_and_retries(
     from rq import Queue, SimpleWorker
     from rq.registry import ScheduledJobRegistry
 
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme, "org:admin")
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
     connection = Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
     queue = Queue("clerk-org-cache", connection=connection)
@@ -302,9 +298,7 @@ def test_after_the_last_retry_the_job_is_failed_and_the_key_stays_deleted(
     url = redis_server.url  # type: ignore[attr-defined]
     config = {"REDIS_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "REFRESH_RETRY_INTERVALS": "0,0"}
     client = create_app(config).test_client()
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme, "org:admin")
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
     clerk.fail_next(1000, status=500)
     connection = Redis.from_url(url)
@@ -341,29 +335,10 @@ def test_an_org_rename_is_patched_from_one_clerk_read(
     assert redis.keys("user-orgs-stash:*") == [] and redis.keys("clerk-org-cache:org-patch*") == []
 
 
-def test_an_org_deletion_is_patched_without_calling_clerk(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
-) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    globex = clerk.create_org("Globex")["data"]["id"]
-    for user_id in (ALICE, BOB):
-        clerk.add_membership(user_id, acme)
-        clerk.add_membership(user_id, globex)
-        cache.get_memberships(user_id)
-    assert post_event(client, clerk.delete_org(acme)).status_code == 200
-    clerk.reset_counts()
-    assert run_worker() == 1
-    assert clerk.call_count() == 0
-    for user_id in (ALICE, BOB):
-        assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")] == [globex]
-
-
 def test_a_user_change_after_an_org_stash_wins_over_the_patch(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme, "org:admin")
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
     assert redis.exists(f"user-orgs-stash:{ALICE}") == 0  # the stash predates the role change
@@ -393,9 +368,7 @@ def test_a_starting_worker_resumes_org_patches_whose_job_was_lost(
 ) -> None:
     from devstack.waiting import wait_until
 
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # the job was lost
     request.getfixturevalue("worker_process")  # a worker (re)starts
@@ -405,9 +378,7 @@ def test_a_starting_worker_resumes_org_patches_whose_job_was_lost(
 def test_a_patch_never_extends_how_long_memberships_go_unread(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     redis.expire(f"user-orgs:{ALICE}", 40)  # read from Clerk 260 s ago
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     run_worker()
@@ -420,9 +391,7 @@ def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
 ) -> None:
     from worker.jobs import drain_pending_refreshes
 
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     clerk.latency_s = 0.3  # the patch job's org read is slow...
     job = threading.Thread(target=drain_pending_refreshes)
@@ -440,9 +409,7 @@ def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
 def test_a_user_deleted_while_stashed_costs_no_clerk_call(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert post_event(client, clerk.delete_user(ALICE)).status_code == 200
     clerk.reset_counts()
@@ -461,9 +428,7 @@ def test_a_running_worker_sweeps_up_work_no_job_is_handling(
 
     monkeypatch.setenv("WORKER_SWEEP_SECONDS", "0.5")
     request.getfixturevalue("worker_process")
-    acme = clerk.create_org("Acme")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    cache.get_memberships(ALICE)
+    cached_member(clerk, cache, ALICE)
     time.sleep(1.0)  # the worker is up and idle
     Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
     redis.delete("clerk-org-cache:drain-scheduled")
