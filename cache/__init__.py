@@ -66,7 +66,7 @@ def default_cache() -> MembershipCache:
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = build_cache(Settings.from_env())
+                _default = build_cache(Settings.from_env(process="library"))
     return _default
 
 

@@ -1,17 +1,21 @@
-"""Settings read from the environment and validated once, at start-up.
+"""Every setting of every process, read from the environment and validated in one place.
 
-Every process (web, worker, app code importing ``cache``) reads the same variables.
-A bad value raises ConfigError with one line that names the variable and never
-echoes a secret.
+Each process reads only the variables it uses (`READS`), so app code importing
+``cache`` is never refused over the web process's ``PORT``. A bad value raises
+ConfigError with one line that names the variable and never echoes a secret;
+process entry points turn it into exit status 2 (`settings_or_exit`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from cache.errors import ConfigError
@@ -19,11 +23,14 @@ from cache.errors import ConfigError
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_CLERK_API_URL = "https://api.clerk.com"
 DEFAULT_TTL_SECONDS = 300
+DEFAULT_RETRY_INTERVALS = (2, 10, 30, 60, 120, 300)
+
+Process = Literal["library", "web", "worker", "cli"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What every process needs; build with `Settings.from_env`."""
+    """What the processes need; build with `Settings.from_env`. Unread variables keep their defaults."""
 
     redis_url: str = DEFAULT_REDIS_URL
     clerk_secret_key: str = field(default="", repr=False)
@@ -31,48 +38,58 @@ class Settings:
     webhook_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
     user_orgs_ttl_seconds: int = DEFAULT_TTL_SECONDS
     port: int = 8000
+    web_concurrency: int = 2
+    metrics_token: str = field(default="", repr=False)
     refresh_concurrency: int = 8
-    refresh_retry_intervals: tuple[int, ...] = (2, 10, 30, 60, 120, 300)
+    refresh_retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
+    worker_metrics_port: int | None = None
+    worker_sweep_seconds: float = 60.0
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        need_clerk_key: bool = True,
-        need_signing_secret: bool = False,
-    ) -> Settings:
-        """Read and validate the environment (``os.environ`` by default)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, process: Process = "library") -> Settings:
+        """Read and validate the variables ``process`` uses (``os.environ`` by default)."""
         env = os.environ if environ is None else environ
-        return cls(
-            redis_url=_redis_url(env),
-            clerk_secret_key=_clerk_secret_key(env, required=need_clerk_key),
-            clerk_api_url=_http_url(env, "CLERK_API_URL", DEFAULT_CLERK_API_URL),
-            webhook_signing_secrets=_signing_secrets(env, required=need_signing_secret),
-            user_orgs_ttl_seconds=_int(env, "USER_ORGS_TTL_SECONDS", DEFAULT_TTL_SECONDS, 1, 86_400),
-            port=_int(env, "PORT", 8000, 1, 65_535),
-            refresh_concurrency=_int(env, "REFRESH_CONCURRENCY", 8, 1, 64),
-            refresh_retry_intervals=_intervals(env, "REFRESH_RETRY_INTERVALS", (2, 10, 30, 60, 120, 300)),
-        )
+        values: dict[str, Any] = {}
+        for variable in VARIABLES:
+            required = process in variable.required_by
+            if process in variable.read_by or required:
+                raw = env.get(variable.name, "").strip()
+                if not raw:
+                    if required:
+                        raise ConfigError(variable.name, f"is not set ({variable.meaning})")
+                    continue
+                values[variable.field] = variable.parse(raw, variable.name)
+        return cls(**values)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number from {low} to {high}") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"must be a whole number from {low} to {high}")
-    return value
+# -- parsers: (raw non-empty text, variable name) -> value, or ConfigError -------------------------
 
 
-def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(raw: str, name: str) -> int:
+        if not raw.lstrip("-").isdigit() or not low <= int(raw) <= high:
+            raise ConfigError(name, f"must be a whole number from {low} to {high}")
+        return int(raw)
+
+    return parse
+
+
+def _seconds_in(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(raw: str, name: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _intervals(raw: str, name: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in raw.split(","))
     except ValueError:
@@ -82,50 +99,130 @@ def _intervals(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> t
     return values
 
 
-def _redis_url(env: Mapping[str, str]) -> str:
-    url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-    parts = urlsplit(url)
+def _redis_url(raw: str, name: str) -> str:
+    parts = urlsplit(raw)
     if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
-        raise ConfigError("REDIS_URL", "must look like redis://host:port/db (or rediss://, unix://)")
+        raise ConfigError(name, "must look like redis://host:port/db (or rediss://, unix://)")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise ConfigError("REDIS_URL", "has an invalid port") from None
-    return url
+        raise ConfigError(name, "has an invalid port") from None
+    return raw
 
 
-def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
-    url = env.get(name, "").strip() or default
-    parts = urlsplit(url)
+def _http_url(raw: str, name: str) -> str:
+    parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, "must be an http(s) URL such as https://api.clerk.com")
-    return url.rstrip("/")
+    return raw.rstrip("/")
 
 
-def _clerk_secret_key(env: Mapping[str, str], *, required: bool) -> str:
-    key = env.get("CLERK_SECRET_KEY", "").strip()
-    if not key and required:
-        raise ConfigError("CLERK_SECRET_KEY", "is not set (the Clerk Backend API secret key, sk_live_... or sk_test_)")
-    if key and any(c.isspace() for c in key):
-        raise ConfigError("CLERK_SECRET_KEY", "must not contain whitespace")
-    return key
+def _token(min_length: int) -> Callable[[str, str], str]:
+    def parse(raw: str, name: str) -> str:
+        if any(c.isspace() for c in raw):
+            raise ConfigError(name, "must not contain whitespace")
+        if len(raw) < min_length:
+            raise ConfigError(name, f"must be at least {min_length} characters long")
+        return raw
+
+    return parse
 
 
-def _signing_secrets(env: Mapping[str, str], *, required: bool) -> tuple[str, ...]:
-    secrets = tuple(env.get("CLERK_WEBHOOK_SIGNING_SECRET", "").split())
-    if not secrets and required:
-        raise ConfigError(
-            "CLERK_WEBHOOK_SIGNING_SECRET",
-            "is not set (one or more whsec_... secrets from Clerk's webhook endpoint, separated by spaces)",
-        )
+def _signing_secrets(raw: str, name: str) -> tuple[str, ...]:
+    secrets = tuple(raw.split())
     for position, secret in enumerate(secrets, start=1):
         if not secret.startswith("whsec_"):
-            raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET", f"secret #{position} does not start with whsec_")
+            raise ConfigError(name, f"secret #{position} does not start with whsec_")
         try:
             encoded = secret.removeprefix("whsec_")
             decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
-            raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET", f"secret #{position} is not valid base64") from None
+            raise ConfigError(name, f"secret #{position} is not valid base64") from None
         if not decoded:
-            raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET", f"secret #{position} is empty")
+            raise ConfigError(name, f"secret #{position} is empty")
     return secrets
+
+
+def _choice(*options: str) -> Callable[[str, str], str]:
+    def parse(raw: str, name: str) -> str:
+        value = raw.lower()
+        if value not in options:
+            raise ConfigError(name, "must be one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _log_level(raw: str, name: str) -> str:
+    value = raw.upper()
+    if not isinstance(logging.getLevelName(value), int):
+        raise ConfigError(name, "must be a logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    field: str
+    parse: Callable[[str, str], Any]
+    read_by: frozenset[str]
+    meaning: str
+    required_by: frozenset[str] = frozenset()
+
+
+def _v(
+    name: str, field_: str, parse: Callable[[str, str], Any], read_by: str, meaning: str, required: str = ""
+) -> Variable:
+    return Variable(name, field_, parse, frozenset(read_by.split()), meaning, frozenset(required.split()))
+
+
+ALL = "library web worker cli"
+VARIABLES: tuple[Variable, ...] = (
+    _v("REDIS_URL", "redis_url", _redis_url, ALL, "the Redis holding the cache and the queue"),
+    _v(
+        "CLERK_SECRET_KEY",
+        "clerk_secret_key",
+        _token(1),
+        "cli",
+        "the Clerk Backend API secret key, sk_live_... or sk_test_...",
+        required="library worker",
+    ),
+    _v("CLERK_API_URL", "clerk_api_url", _http_url, "library worker cli", "Clerk's API base URL"),
+    _v(
+        "CLERK_WEBHOOK_SIGNING_SECRET",
+        "webhook_signing_secrets",
+        _signing_secrets,
+        "cli",
+        "one or more whsec_... secrets from Clerk's webhook endpoint, separated by spaces",
+        required="web",
+    ),
+    _v("USER_ORGS_TTL_SECONDS", "user_orgs_ttl_seconds", _int_in(1, 86_400), "library worker cli", "value lifetime"),
+    _v("PORT", "port", _int_in(1, 65_535), "web", "the web process's port"),
+    _v("WEB_CONCURRENCY", "web_concurrency", _int_in(1, 256), "web", "gunicorn worker processes"),
+    _v("METRICS_TOKEN", "metrics_token", _token(16), "web", "bearer token for GET /metrics"),
+    _v("REFRESH_CONCURRENCY", "refresh_concurrency", _int_in(1, 64), "worker", "parallel Clerk calls per drain job"),
+    _v(
+        "REFRESH_RETRY_INTERVALS",
+        "refresh_retry_intervals",
+        _intervals,
+        "web worker cli",
+        "seconds between retries of a drain job",
+    ),
+    _v("WORKER_METRICS_PORT", "worker_metrics_port", _int_in(1, 65_535), "worker", "the worker's metrics port"),
+    _v("WORKER_SWEEP_SECONDS", "worker_sweep_seconds", _seconds_in(0.1, 3600), "worker", "maintenance interval"),
+    _v("LOG_FORMAT", "log_format", _choice("json", "text"), "web worker", "json or text"),
+    _v("LOG_LEVEL", "log_level", _log_level, "web worker", "a logging level name"),
+)
+
+
+def settings_or_exit(prog: str, process: Process, environ: Mapping[str, str] | None = None) -> Settings:
+    """`Settings.from_env`, or exit 2 with one line naming the variable (for process entry points)."""
+    try:
+        return Settings.from_env(environ, process=process)
+    except ConfigError as exc:
+        exit_with_config_error(prog, exc)
+
+
+def exit_with_config_error(prog: str, exc: ConfigError) -> NoReturn:
+    print(f"{prog}: {exc}", file=sys.stderr)
+    raise SystemExit(2)

@@ -50,16 +50,3 @@ class ClerkAuthError(ClerkError):
 
 class ClerkNotFound(ClerkError):
     """Clerk does not know the user or organization (404)."""
-
-
-class WebhookRejected(ClerkCacheError):
-    """A webhook delivery we refuse without changing anything.
-
-    ``status`` is the HTTP status and ``code`` the stable ``error`` string of the
-    JSON body; the message is safe to show (it never contains a secret).
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        super().__init__(message)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import Counter
 from redis import Redis
@@ -38,11 +36,10 @@ from cache.contract import (
     encode_memberships,
     membership_from_clerk,
     user_orgs_key,
-    with_org_details,
 )
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
-from cache.protocol import Acquired, Fill, Protocol, Stash, Target, drop_user, new_token
+from cache.protocol import Acquired, Fill, Protocol, Target, drop_user, new_token
 
 log = logging.getLogger(__name__)
 
@@ -166,86 +163,6 @@ class MembershipCache:
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
 
-    def refresh_many(self, user_ids: Sequence[str], pool: Executor | None = None) -> dict[str, bool | ClerkError]:
-        """`refresh` for many users: leases in one round trip, Clerk reads in parallel on
-        ``pool``, fills in one round trip.
-
-        Per user: True stored; False nothing to do (cached, refused because an
-        invalidation won, or unknown to Clerk); or the ClerkError to retry on.
-        RedisError propagates.
-        """
-        tokens, leased = self._take_leases(user_ids)
-        outcomes: dict[str, bool | ClerkError] = dict.fromkeys(user_ids, False)
-        fills: list[Fill] = []
-        for user_id, result in zip(leased, (pool.map if pool else map)(self._fetch_or_error, leased), strict=True):
-            if isinstance(result, ClerkError):
-                self._release_quietly(user_id, tokens[user_id])
-                if not isinstance(result, ClerkNotFound):
-                    outcomes[user_id] = result
-            else:
-                fills.append(self._fill_for(user_id, tokens[user_id], result))
-        outcomes.update(self._fill_all(fills))
-        return outcomes
-
-    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[tuple[str, Stash | None, str]]:
-        """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
-
-        Leases are taken first, then Clerk is read, so any change after that voids the fill.
-        A patched value keeps its stash's remaining lifetime: patching never extends how long
-        memberships go unread. Returns, per user, the stash read and what to do with the user
-        (see `Protocol.finish_patch`).
-        """
-        check_org_id(org_id)
-        tokens, leased = self._take_leases(user_ids)
-        stashes = dict(zip(user_ids, self._protocol.stashes(user_ids), strict=True))
-        actions = {u: "done" for u in user_ids}  # not leased: a fresh value is already there
-        organization: Any = None
-        if leased and not deleted:
-            try:
-                self.stats.add("clerk_calls")
-                organization = self.clerk.get_organization(org_id)
-            except ClerkNotFound:
-                organization = None  # deleted since: drop it, as organization.deleted will
-            except ClerkError:
-                for user_id in leased:
-                    self._release_quietly(user_id, tokens[user_id])
-                    actions[user_id] = "refresh"
-                leased = []
-        fills: list[Fill] = []
-        for user_id in leased:
-            stash = stashes[user_id]
-            if stash is None:  # dropped by a later change (which queued what it needed) or expired
-                self._release_quietly(user_id, tokens[user_id])
-                continue
-            try:
-                if stash.org_id != org_id:
-                    raise CorruptValue("stashed for another org")
-                patched = with_org_details(decode_memberships(stash.value), org_id, organization)
-            except CorruptValue:
-                self._release_quietly(user_id, tokens[user_id])
-                actions[user_id] = "refresh"
-                continue
-            fill = self._fill_for(user_id, tokens[user_id], patched)
-            fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
-        for user_id, stored in self._fill_all(fills).items():
-            actions[user_id] = "done" if stored else "retry"  # refused: an event came in; patch again
-        return [(u, stashes[u], actions[u]) for u in user_ids]
-
-    def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-        """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""
-        tokens = {check_user_id(u): new_token() for u in user_ids}
-        states = self._protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
-        return tokens, [u for u, (state, _) in zip(user_ids, states, strict=True) if state is Acquired.LEASE]
-
-    def _fill_all(self, fills: Sequence[Fill]) -> dict[str, bool]:
-        """FILL each in one round trip; per user, whether it was stored."""
-        if not fills:
-            return {}
-        stored = dict(zip((f.user_id for f in fills), self._protocol.fill_many(fills, self.ttl_seconds), strict=True))
-        for ok in stored.values():
-            self.stats.add("fills" if ok else "fills_refused")
-        return stored
-
     # -- internals ----------------------------------------------------------------
 
     def _read_through(self, user_id: str) -> list[Membership]:
@@ -290,22 +207,12 @@ class MembershipCache:
             self._release_quietly(user_id, token)
             raise
         try:
-            stored = self._protocol.fill(self._fill_for(user_id, token, memberships), self.ttl_seconds)
+            stored = self._protocol.fill(fill_for(user_id, token, memberships), self.ttl_seconds)
         except RedisError:
             self.breaker.record_failure()
             return memberships
         self.stats.add("fills" if stored else "fills_refused")
         return memberships
-
-    @staticmethod
-    def _fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
-        return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
-
-    def _fetch_or_error(self, user_id: str) -> list[Membership] | ClerkError:
-        try:
-            return self._fetch(user_id)
-        except ClerkError as exc:
-            return exc
 
     def _release_quietly(self, user_id: str, token: str) -> None:
         """Give the lease back so waiters need not wait it out; best effort."""
@@ -325,8 +232,18 @@ class MembershipCache:
 
     def _fetch(self, user_id: str) -> list[Membership]:
         self.stats.add("clerk_calls")
-        raw = self.clerk.list_user_memberships(user_id)
-        try:
-            return [membership_from_clerk(item) for item in raw]
-        except CorruptValue as exc:
-            raise ClerkUnavailable(f"Clerk answered a malformed membership: {exc}") from exc
+        return fetch_memberships(self.clerk, user_id)
+
+
+def fetch_memberships(clerk: ClerkClient, user_id: str) -> list[Membership]:
+    """Every membership of the user, read from Clerk and mapped to the contract."""
+    raw = clerk.list_user_memberships(user_id)
+    try:
+        return [membership_from_clerk(item) for item in raw]
+    except CorruptValue as exc:
+        raise ClerkUnavailable(f"Clerk answered a malformed membership: {exc}") from exc
+
+
+def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
+    """The FILL that stores ``memberships`` under ``token``'s lease."""
+    return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))

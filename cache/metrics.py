@@ -1,9 +1,10 @@
-"""Prometheus metrics, one place for every name (prometheus-client, no hand-written format).
+"""The lookup metrics, counted in whatever process imports ``cache`` (prometheus-client).
 
-Cache metrics count in whatever process imports ``cache``; the web process runs
-prometheus-client's multiprocess mode under gunicorn (``python -m webhook`` sets
-``PROMETHEUS_MULTIPROC_DIR``), and the worker serves its own registry on
-``WORKER_METRICS_PORT``.
+Only what a lookup does is registered here, so an app's own ``/metrics`` shows
+nothing of the webhook intake or the worker (those live in `webhook.metrics` and
+`worker.metrics`). `render` exposes this process's registry, or every process's
+under prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, as
+under gunicorn).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# cache/ (any process that looks memberships up)
 LOOKUPS = Counter("clerk_org_cache_lookups", "Membership lookups by result", ["result"])
 CLERK_REQUESTS = Histogram(
     "clerk_org_cache_clerk_request_seconds", "Clerk Backend API request latency", buckets=LATENCY_BUCKETS
@@ -27,17 +27,6 @@ FILLS = Counter(
 SINGLE_FLIGHT_WAITS = Counter(
     "clerk_org_cache_single_flight_waits", "Misses that waited for another caller's fill, by outcome", ["outcome"]
 )
-
-# webhook/
-EVENTS = Counter("clerk_org_cache_events", "Webhook deliveries by event type and outcome", ["type", "outcome"])
-INTAKE_SECONDS = Histogram(
-    "clerk_org_cache_intake_seconds", "Time to answer a webhook delivery", buckets=LATENCY_BUCKETS
-)
-
-# worker/
-JOBS = Counter("clerk_org_cache_jobs", "Worker jobs by kind and outcome", ["kind", "outcome"])
-JOB_SECONDS = Histogram("clerk_org_cache_job_seconds", "Worker job duration", ["kind"], buckets=LATENCY_BUCKETS)
-REFRESHES = Counter("clerk_org_cache_refreshes", "Users handled by the worker, by outcome", ["outcome"])
 
 
 def render() -> tuple[bytes, str]:

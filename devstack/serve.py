@@ -76,7 +76,7 @@ def main() -> int:
     env.setdefault("PORT", "8000")
     env.setdefault("LOG_FORMAT", "text")  # people read these; deployments get JSON
     try:
-        Settings.from_env(env, need_clerk_key=False)
+        Settings.from_env(env, process="cli")
         redis_server = ensure_redis(env["REDIS_URL"])
     except ConfigError as exc:
         print(f"serve: {exc}", file=sys.stderr)

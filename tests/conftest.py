@@ -20,17 +20,20 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from cache import ClerkClient, MembershipCache, set_default_cache
 from cache.connections import cache_redis
 from cache.contract import PENDING_REFRESH_KEY, QUEUE_NAME
-from cache.logs import JsonFormatter
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import REPO
 from devstack.waiting import wait_until
+from service.logs import JsonFormatter
 from webhook import create_app
-from worker.jobs import use_cache
+from worker.jobs import use_refresher
+from worker.refresher import Refresher
 
 SIGNING_SECRET = new_signing_secret()
 CLERK_KEY = "sk_test_" + "k3y" * 10
+METRICS_TOKEN = "metrics-" + "t0k" * 8
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 class _Recorder(logging.Handler):
@@ -52,7 +55,7 @@ def no_secret_in_any_log() -> Iterator[None]:
     logging.getLogger().removeHandler(recorder)
     text = "\n".join(recorder.lines)
     assert recorder.lines, "nothing was logged: the check would prove nothing"
-    for secret in (SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), CLERK_KEY):
+    for secret in (SIGNING_SECRET, SIGNING_SECRET.removeprefix("whsec_"), CLERK_KEY, METRICS_TOKEN):
         assert secret not in text
 
 
@@ -88,6 +91,7 @@ def stack_env(redis_url: str, clerk: ClerkStandIn, secret: str = SIGNING_SECRET,
         "CLERK_SECRET_KEY": CLERK_KEY,
         "CLERK_API_URL": clerk.url,
         "CLERK_WEBHOOK_SIGNING_SECRET": secret,
+        "METRICS_TOKEN": METRICS_TOKEN,
         "PORT": str(free_port()),
         **extra,
     }
@@ -116,15 +120,17 @@ def cache(redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn) -> Itera
     """The cache under test, also installed for the module-level functions and the jobs."""
     built = make_cache(redis_server.url, clerk)
     set_default_cache(built)
-    use_cache(built)
+    use_refresher(Refresher(built.redis, built.clerk, ttl_seconds=built.ttl_seconds))
     yield built
     set_default_cache(None)
-    use_cache(None)
+    use_refresher(None)
 
 
 @pytest.fixture
 def app(redis: Redis, redis_server: RedisServer) -> Flask:
-    return create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET})
+    return create_app(
+        {"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "METRICS_TOKEN": METRICS_TOKEN}
+    )
 
 
 @pytest.fixture

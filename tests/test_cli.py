@@ -26,7 +26,7 @@ COMMANDS = ["get", "invalidate", "invalidate-org", "warm", "stats", "requeue-fai
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cache.cli", *args],
+        [sys.executable, "-m", "service.cli", *args],
         env={**os.environ, **(env or {})},
         input=stdin,
         capture_output=True,

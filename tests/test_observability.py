@@ -21,7 +21,7 @@ from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_message_id, new_signing_secret, signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, SIGNING_SECRET, post_event, stack_env
+from tests.conftest import CLERK_KEY, METRICS_AUTH, SIGNING_SECRET, post_event, stack_env
 
 ALICE = "user_2alice000000000000000000000"
 BOB = "user_2bob00000000000000000000000"
@@ -29,7 +29,7 @@ BOB = "user_2bob00000000000000000000000"
 
 def scraped_value(client: FlaskClient, name: str, **labels: str) -> float:
     """One sample from a real scrape of the app's /metrics endpoint (0 when absent)."""
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers=METRICS_AUTH)
     assert response.status_code == 200
     return scrape(response.get_data(as_text=True)).get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -159,7 +159,8 @@ def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
                 requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=10).status_code
                 == 401
             )
-            web = scrape(requests.get(stack.url + "/metrics", timeout=10).text)
+            assert requests.get(stack.url + "/metrics", timeout=10).status_code == 401
+            web = scrape(requests.get(stack.url + "/metrics", headers=METRICS_AUTH, timeout=10).text)
             assert (
                 web[
                     (
@@ -221,3 +222,21 @@ def test_request_id_is_kept_echoed_and_logged(client: FlaskClient, caplog: Any) 
     assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["X-Request-ID"])  # a new id instead of the caller's junk
     lines = [r for r in caplog.records if r.name == "webhook"]
     assert [(r.request_id, r.outcome) for r in lines] == [("req-123", "rejected_missing_signature_headers")]
+
+
+def test_metrics_are_not_for_the_internet(redis_server: RedisServer, redis: Redis) -> None:
+    """Without METRICS_TOKEN the path does not exist; with it, only the bearer of the token gets a byte."""
+    from webhook import create_app
+
+    closed = create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}).test_client()
+    response = closed.get("/metrics")
+    assert response.status_code == 404 and b"clerk_org_cache" not in response.data
+    guarded = create_app(
+        {"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "METRICS_TOKEN": "x" * 32}
+    ).test_client()
+    for headers in ({}, {"Authorization": "Bearer " + "y" * 32}, {"Authorization": "Basic " + "x" * 32}):
+        response = guarded.get("/metrics", headers=headers)
+        assert response.status_code == 401 and b"clerk_org_cache" not in response.data
+        assert response.json == {"error": "unauthorized", "message": response.json["message"]}  # type: ignore[index]
+    response = guarded.get("/metrics", headers={"Authorization": "Bearer " + "x" * 32})
+    assert response.status_code == 200 and b"clerk_org_cache_events_total" in response.data

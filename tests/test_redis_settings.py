@@ -9,9 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
-from cache.redis_checks import risky_settings
 from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id
+from service.redis_checks import risky_settings
 from tests.conftest import SIGNING_SECRET, post_event
 from webhook import create_app
 

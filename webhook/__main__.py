@@ -1,4 +1,4 @@
-"""``python -m webhook``: validate the environment, then serve the app with gunicorn.
+"""``python -m webhook``: validate the environment, check the Redis, then serve the app with gunicorn.
 
 The app is built once in the master before forking, so a bad variable stops the
 process with one line naming it instead of a traceback per worker. Metrics use
@@ -18,14 +18,18 @@ _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clerk-org-cache-metrics-")
 
+import logging
+import logging.config
+
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
-from cache.config import Settings
-from cache.errors import ConfigError
-from cache.logs import configure_logging, gunicorn_logconfig
+from cache.config import settings_or_exit
+from cache.connections import intake_redis
+from service.redis_checks import log_risky_settings
 from webhook.app import create_app
+from webhook.logs import web_logging_dict
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -43,28 +47,22 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def main() -> int:
-    configure_logging()
-    try:
-        port = Settings.from_env(need_clerk_key=False).port
-        workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-        app = create_app()
-    except ConfigError as exc:
-        print(f"web: {exc}", file=sys.stderr)
-        return 2
-    except ValueError:
-        print("web: WEB_CONCURRENCY: must be a whole number", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("web", "web")
+    logconfig = web_logging_dict(settings)
+    logging.config.dictConfig(logconfig)
+    app = create_app()
+    log_risky_settings(intake_redis(settings.redis_url), logging.getLogger("webhook"))
     _Gunicorn(
         app,
         {
-            "bind": f"0.0.0.0:{port}",
-            "workers": workers,
+            "bind": f"0.0.0.0:{settings.port}",
+            "workers": settings.web_concurrency,
             "worker_class": "sync",
             "timeout": 30,
             "graceful_timeout": 20,
             "control_socket_disable": True,  # one fixed path per user would collide between instances
             "child_exit": _child_exit,
-            **({"logconfig_dict": logconfig} if (logconfig := gunicorn_logconfig()) else {"accesslog": "-"}),
+            "logconfig_dict": logconfig,  # gunicorn re-applies it: the request-id filter survives
         },
     ).run()
     if _OWN_METRICS_DIR:

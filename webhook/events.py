@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cache.errors import InvalidId, WebhookRejected
+from cache.errors import InvalidId
 from cache.protocol import Target, drop_org, drop_user, refresh_org, refresh_user, reread_org_members
+from webhook.errors import WebhookRejected
 
 MEMBERSHIP_EVENTS = frozenset(
     {"organizationMembership.created", "organizationMembership.updated", "organizationMembership.deleted"}

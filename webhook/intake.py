@@ -5,7 +5,8 @@ The RECORD script dedupes on the Svix message id, invalidates the affected keys
 users to the pending-refresh set. Only the first event of a burst enqueues an RQ
 job; that one job drains every pending user, so bursts coalesce.
 
-Jobs are enqueued by dotted path: webhook/ never imports worker/.
+Jobs are enqueued by dotted path through the worker's queue module (`worker.queue`), which
+imports none of the job's code.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from redis import Redis
 from redis.exceptions import RedisError
 
+from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.protocol import Protocol, Recorded, Target
-from cache.refresh_queue import DEFAULT_RETRY_INTERVALS, enqueue_drain, refresh_queue
+from worker.queue import enqueue_drain, refresh_queue
 
 
 class Intake:

@@ -10,13 +10,12 @@ from collections.abc import Callable, Sequence
 
 from svix.webhooks import Webhook
 
-from cache.errors import WebhookRejected
+from webhook.errors import WebhookRejected
 
 # svix reads the svix-* names first and falls back to the Standard Webhooks names.
 _ID_HEADERS = ("svix-id", "webhook-id")
 _TIMESTAMP_HEADERS = ("svix-timestamp", "webhook-timestamp")
 _SIGNATURE_HEADERS = ("svix-signature", "webhook-signature")
-SIGNATURE_HEADER_NAMES = _ID_HEADERS + _TIMESTAMP_HEADERS + _SIGNATURE_HEADERS
 
 
 def _first(get: Callable[[str], str | None], names: Sequence[str]) -> str | None:

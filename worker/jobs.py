@@ -12,19 +12,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from cache import build_cache
+from cache.clerk import ClerkClient
 from cache.config import Settings
+from cache.connections import cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
-from cache.membership_cache import MembershipCache
-from cache.metrics import JOB_SECONDS, JOBS, REFRESHES
 from cache.protocol import Protocol
+from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
+from worker.refresher import Refresher
 
 log = logging.getLogger(__name__)
 BATCH = 100
 PATCH_BATCH = 1000  # users patched per Clerk read of the org
 
 _state_lock = threading.Lock()
-_cache: MembershipCache | None = None
+_refresher: Refresher | None = None
 _concurrency = 8
 
 
@@ -32,22 +33,30 @@ class RefreshIncomplete(ClerkCacheError):
     """Some users could not be refreshed; they are pending again and RQ retries the job."""
 
 
-def _worker_cache() -> MembershipCache:
-    """One cache per worker process (RQ's SimpleWorker keeps it across jobs)."""
-    global _cache, _concurrency
-    with _state_lock:
-        if _cache is None:
-            settings = Settings.from_env()
-            _cache = build_cache(settings)
-            _concurrency = settings.refresh_concurrency
-        return _cache
+def configure(settings: Settings) -> None:
+    """Build the refresher jobs use in this process from the settings (``python -m worker`` does)."""
+    refresher = Refresher(
+        cache_redis(settings.redis_url),
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        ttl_seconds=settings.user_orgs_ttl_seconds,
+    )
+    use_refresher(refresher, settings.refresh_concurrency)
 
 
-def use_cache(cache: MembershipCache | None, concurrency: int = 8) -> None:
-    """Install the cache jobs use in this process (tests, embedding); None: rebuild from env."""
-    global _cache, _concurrency
+def use_refresher(refresher: Refresher | None, concurrency: int = 8) -> None:
+    """Install the refresher jobs use in this process (tests, embedding); None: build from env on first use."""
+    global _refresher, _concurrency
     with _state_lock:
-        _cache, _concurrency = cache, concurrency
+        _refresher, _concurrency = refresher, concurrency
+
+
+def _current_refresher() -> Refresher:
+    with _state_lock:
+        refresher = _refresher
+    if refresher is None:
+        configure(Settings.from_env(process="worker"))
+        return _current_refresher()
+    return refresher
 
 
 def drain_pending_refreshes() -> dict[str, int]:
@@ -69,10 +78,10 @@ def drain_pending_refreshes() -> dict[str, int]:
 
 
 def _drain() -> dict[str, int]:
-    cache = _worker_cache()
-    protocol = Protocol(cache.redis)
+    refresher = _current_refresher()
+    protocol = refresher.protocol
     protocol.start_drain()
-    patched = _patch_orgs(cache, protocol)
+    patched = _patch_orgs(refresher, protocol)
     refreshed = skipped = 0
     failed: list[str] = []
     batch: list[str] = []
@@ -80,7 +89,7 @@ def _drain() -> dict[str, int]:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
             while batch := protocol.take_pending(BATCH):
                 retry: list[str] = []
-                for user_id, outcome in cache.refresh_many(batch, pool).items():
+                for user_id, outcome in refresher.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
                         log.warning("refresh failed", extra={"user_id": user_id, "error": type(outcome).__name__})
                         retry.append(user_id)
@@ -104,13 +113,13 @@ def _drain() -> dict[str, int]:
     return {"patched": patched, "refreshed": refreshed, "skipped": skipped}
 
 
-def _patch_orgs(cache: MembershipCache, protocol: Protocol) -> int:
+def _patch_orgs(refresher: Refresher, protocol: Protocol) -> int:
     """Members stashed by org events: one Clerk read per batch, values patched and written back.
     Users that cannot be patched join the full-refresh set, handled right after."""
     patched = 0
     for kind, org_id in protocol.org_patches():
         while users := protocol.patch_members(org_id, PATCH_BATCH):
-            actions = cache.patch_org(org_id, kind == "x", users)
+            actions = refresher.patch_org(org_id, kind == "x", users)
             patched += sum(1 for _, stash, action in actions if action == "done" and stash is not None)
             protocol.finish_patch(org_id, actions)
         protocol.finish_org_patch(kind, org_id)

@@ -9,19 +9,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from redis import Redis
 from redis.exceptions import RedisError
 
 
+class ChecksUnavailable(Exception):
+    """CONFIG GET is not allowed (managed Redis) or Redis did not answer."""
+
+
 def risky_settings(redis: Redis) -> list[str]:
-    """One line per risky setting; [] when all is well or CONFIG is not allowed (managed Redis)."""
+    """One line per risky setting, [] when all is well; raises ChecksUnavailable if CONFIG is refused."""
     try:
         config = redis.config_get("maxmemory-policy")
         config |= redis.config_get("save")
         config |= redis.config_get("appendonly")
         config |= redis.config_get("appendfsync")
-    except RedisError:
-        return []
+    except RedisError as exc:
+        raise ChecksUnavailable(type(exc).__name__) from exc
     found = []
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
@@ -40,3 +46,14 @@ def risky_settings(redis: Redis) -> list[str]:
             "revocation; use appendfsync always, or no persistence at all"
         )
     return found
+
+
+def log_risky_settings(redis: Redis, log: logging.Logger) -> None:
+    """The start-up check of web and worker: a warning per risky setting, or one line saying it was skipped."""
+    try:
+        warnings = risky_settings(redis)
+    except ChecksUnavailable as exc:
+        log.warning("Redis settings not checked (CONFIG GET failed: %s, as on managed Redis)", exc)
+        return
+    for warning in warnings:
+        log.warning(warning)

@@ -25,9 +25,9 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from cache import build_cache
 from cache.clerk import ClerkClient
 from cache.config import Settings
+from cache.connections import cache_redis
 from cache.contract import (
     ORG_PATCHES_KEY,
     PENDING_REFRESH_KEY,
@@ -42,8 +42,9 @@ from cache.contract import (
 )
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkNotFound, ClerkUnavailable, ConfigError
 from cache.protocol import Protocol, Target, refresh_user, reread_org_members
-from cache.redis_checks import risky_settings
-from cache.refresh_queue import enqueue_drain, refresh_queue
+from service.redis_checks import ChecksUnavailable, risky_settings
+from worker.queue import enqueue_drain, refresh_queue
+from worker.refresher import Refresher
 
 
 class CommandFailed(ClerkCacheError):
@@ -51,7 +52,17 @@ class CommandFailed(ClerkCacheError):
 
 
 def _settings(need_clerk_key: bool = True) -> Settings:
-    return Settings.from_env(need_clerk_key=need_clerk_key)
+    settings = Settings.from_env(process="cli")
+    if need_clerk_key and not settings.clerk_secret_key:
+        raise ConfigError("CLERK_SECRET_KEY", "is not set (the Clerk Backend API secret key, sk_live_... or sk_test_)")
+    return settings
+
+
+def _signing_secrets() -> tuple[str, ...]:
+    found = Settings.from_env(process="cli").webhook_signing_secrets
+    if not found:
+        raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET", "is not set (one or more whsec_... secrets, space-separated)")
+    return found
 
 
 def _redis(settings: Settings) -> Redis:
@@ -113,14 +124,18 @@ def cmd_invalidate_org(args: argparse.Namespace) -> int:
 def cmd_warm(args: argparse.Namespace) -> int:
     settings = _settings()
     user_ids = [check_user_id(u) for u in (args.user_ids or (line.strip() for line in sys.stdin)) if u]
-    cache = build_cache(settings)
+    refresher = Refresher(
+        cache_redis(settings.redis_url),
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        ttl_seconds=settings.user_orgs_ttl_seconds,
+    )
     interval = 1.0 / args.rate
     done = failed = 0
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         for start in range(0, len(user_ids), args.concurrency):
             batch = user_ids[start : start + args.concurrency]
             began = time.monotonic()
-            for outcome in cache.refresh_many(batch, pool).values():
+            for outcome in refresher.refresh_many(batch, pool).values():
                 failed += isinstance(outcome, Exception)
             done += len(batch)
             print(f"\rwarmed {done}/{len(user_ids)} ({failed} failed)", end="", file=sys.stderr, flush=True)
@@ -185,7 +200,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     try:  # the signing secrets get a check of their own below
         env = {k: v for k, v in os.environ.items() if k != "CLERK_WEBHOOK_SIGNING_SECRET"}
-        settings = Settings.from_env(env, need_clerk_key=False)
+        settings = Settings.from_env(env, process="cli")
     except ConfigError as exc:
         print(f"FAIL  configuration: {exc}")
         return 1
@@ -200,7 +215,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             ) from None
         if tuple(int(p) for p in version.split(".")[:2]) < (7, 0):
             raise CommandFailed(f"Redis {version} is too old: 7.0 or newer is required")
-        warnings = risky_settings(redis)
+        try:
+            warnings = risky_settings(redis)
+        except ChecksUnavailable:
+            warnings = ["settings not checked (CONFIG GET is not allowed)"]
         return f"Redis {version}" + ("; " + "; ".join(warnings) if warnings else "")
 
     def clerk_check() -> str:
@@ -221,7 +239,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     def secrets_check() -> str:
         try:
-            found = Settings.from_env(need_clerk_key=False, need_signing_secret=True).webhook_signing_secrets
+            found = _signing_secrets()
         except ConfigError as exc:
             raise CommandFailed(f"{exc}: copy the signing secret from Clerk's dashboard (Webhooks)") from None
         return f"{len(found)} well-formed whsec_ secret(s)"
@@ -242,7 +260,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_send_test_event(args: argparse.Namespace) -> int:
     from svix.webhooks import Webhook
 
-    secrets_ = Settings.from_env(need_clerk_key=False, need_signing_secret=True).webhook_signing_secrets
+    secrets_ = _signing_secrets()
     body = json.dumps(
         {
             "type": "organizationMembership.updated",

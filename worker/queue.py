@@ -1,8 +1,7 @@
-"""The one RQ job this project runs, and when to enqueue it.
+"""The worker's queue: the one RQ job this project runs, and when to enqueue it.
 
-Shared by the intake (after an event) and the worker (at start-up, to pick up work
-a killed worker left). The job is named by dotted path, so nothing here imports
-worker/.
+The worker owns it; the intake (after an event) and the operator CLI enqueue through
+it. The job is named by dotted path, so enqueuing imports none of the job's code.
 """
 
 from __future__ import annotations
@@ -12,10 +11,10 @@ from rq import Queue, Retry
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from cache import contract
+from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.protocol import DRAIN_MARKER_TTL_S
 
 DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
-DEFAULT_RETRY_INTERVALS = (2, 10, 30, 60, 120, 300)
 # Also bounds how long RQ waits before treating a killed SimpleWorker's job as abandoned (timeout + 60 s).
 DRAIN_TIMEOUT_S = 180
 

@@ -1,0 +1,134 @@
+"""The worker's batch paths: re-warm many users, and patch the members an org event stashed.
+
+Both take every lease first (taking over a dead holder's), then read Clerk, then write
+through the same lease check as a lookup, so a change that lands meanwhile voids the
+write. Lookups live in `cache.membership_cache`; this module is what only the worker
+(and the operator CLI's ``warm``) needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from cache.clerk import ClerkClient
+from cache.contract import CorruptValue, Membership, check_org_id, check_user_id, decode_memberships, with_org_details
+from cache.errors import ClerkError, ClerkNotFound
+from cache.membership_cache import fetch_memberships, fill_for
+from cache.metrics import FILLS
+from cache.protocol import Acquired, Fill, Protocol, Stash, new_token
+
+
+class Refresher:
+    """Writes Clerk's answers back into Redis for users the intake invalidated.
+
+    ``redis`` should be a fail-fast client (`cache.connections.cache_redis`); RedisError
+    propagates, and the drain job's retry handles it.
+    """
+
+    def __init__(self, redis: Redis, clerk: ClerkClient, *, ttl_seconds: int = 300, lease_ms: int = 15_000) -> None:
+        self.redis = redis
+        self.clerk = clerk
+        self.ttl_seconds = ttl_seconds
+        self.lease_ms = lease_ms
+        self.protocol = Protocol(redis)
+
+    def refresh_many(self, user_ids: Iterable[str], pool: Executor | None = None) -> dict[str, bool | ClerkError]:
+        """Leases in one round trip, Clerk reads in parallel on ``pool``, fills in one round trip.
+
+        Per user: True stored; False nothing to do (cached, refused because an
+        invalidation won, or unknown to Clerk); or the ClerkError to retry on.
+        """
+        users = list(dict.fromkeys(check_user_id(u) for u in user_ids))
+        tokens, leased = self._take_leases(users)
+        outcomes: dict[str, bool | ClerkError] = dict.fromkeys(users, False)
+        fills: list[Fill] = []
+        try:
+            for user_id, result in zip(leased, (pool.map if pool else map)(self._fetch_or_error, leased), strict=True):
+                if isinstance(result, ClerkError):
+                    if not isinstance(result, ClerkNotFound):
+                        outcomes[user_id] = result
+                else:
+                    fills.append(fill_for(user_id, tokens[user_id], result))
+            outcomes.update(self._fill_all(fills))
+        finally:
+            self._release_unfilled(tokens, leased, fills)
+        return outcomes
+
+    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[tuple[str, Stash | None, str]]:
+        """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
+
+        Leases are taken first, then Clerk is read, so any change after that voids the fill.
+        A patched value keeps its stash's remaining lifetime: patching never extends how long
+        memberships go unread. Returns, per user, the stash read and what to do with the user
+        (see `Protocol.finish_patch`).
+        """
+        check_org_id(org_id)
+        tokens, leased = self._take_leases(user_ids)
+        stashes = dict(zip(user_ids, self.protocol.stashes(user_ids), strict=True))
+        actions = {u: "done" for u in user_ids}  # not leased: a fresh value is already there
+        organization: Any = None
+        fills: list[Fill] = []
+        try:
+            if leased and not deleted:
+                try:
+                    organization = self.clerk.get_organization(org_id)
+                except ClerkNotFound:
+                    organization = None  # deleted since: drop it, as organization.deleted will
+                except ClerkError:
+                    for user_id in leased:
+                        actions[user_id] = "refresh"
+                    leased = []
+            for user_id in leased:
+                stash = stashes[user_id]
+                if stash is None:  # dropped by a later change (which queued what it needed) or expired
+                    continue
+                try:
+                    if stash.org_id != org_id:
+                        raise CorruptValue("stashed for another org")
+                    patched = with_org_details(decode_memberships(stash.value), org_id, organization)
+                except CorruptValue:
+                    actions[user_id] = "refresh"
+                    continue
+                fill = fill_for(user_id, tokens[user_id], patched)
+                fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
+            for user_id, stored in self._fill_all(fills).items():
+                actions[user_id] = "done" if stored else "retry"  # refused: an event came in; patch again
+        finally:
+            self._release_unfilled(tokens, leased, fills)
+        return [(u, stashes[u], actions[u]) for u in user_ids]
+
+    def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+        """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""
+        tokens = {check_user_id(u): new_token() for u in user_ids}
+        states = self.protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
+        return tokens, [u for u, (state, _) in zip(tokens, states, strict=True) if state is Acquired.LEASE]
+
+    def _fill_all(self, fills: Sequence[Fill]) -> dict[str, bool]:
+        """FILL each in one round trip; per user, whether it was stored."""
+        if not fills:
+            return {}
+        stored = dict(zip((f.user_id for f in fills), self.protocol.fill_many(fills, self.ttl_seconds), strict=True))
+        for ok in stored.values():
+            FILLS.labels("stored" if ok else "refused").inc()
+        return stored
+
+    def _release_unfilled(self, tokens: dict[str, str], leased: Sequence[str], fills: Sequence[Fill]) -> None:
+        """Give back every lease no fill consumed (an error, a skip), so lookups need not wait it out."""
+        filled = {f.user_id for f in fills}
+        for user_id in leased:
+            if user_id not in filled:
+                try:
+                    self.protocol.release(user_id, tokens[user_id])
+                except RedisError:
+                    return  # Redis is gone: the leases expire by themselves
+
+    def _fetch_or_error(self, user_id: str) -> list[Membership] | ClerkError:
+        try:
+            return fetch_memberships(self.clerk, user_id)
+        except ClerkError as exc:
+            return exc
