@@ -42,7 +42,7 @@ from cache.contract import (
 )
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
-from cache.protocol import Acquired, Fill, Protocol, Stash, Target, drop_user, new_token
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, Target, drop_user, new_token
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class MembershipCache:
         outcomes.update(self._fill_all(fills))
         return outcomes
 
-    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[tuple[str, Stash | None, str]]:
+    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[PatchOutcome]:
         """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
 
         Leases are taken first, then Clerk is read, so any change after that voids the fill.
@@ -198,7 +198,7 @@ class MembershipCache:
         check_org_id(org_id)
         tokens, leased = self._take_leases(user_ids)
         stashes = dict(zip(user_ids, self._protocol.stashes(user_ids), strict=True))
-        actions = {u: "done" for u in user_ids}  # not leased: a fresh value is already there
+        actions = dict.fromkeys(user_ids, PatchAction.DONE)  # not leased: a fresh value is already there
         organization: Any = None
         if leased and not deleted:
             try:
@@ -209,7 +209,7 @@ class MembershipCache:
             except ClerkError:
                 for user_id in leased:
                     self._release_quietly(user_id, tokens[user_id])
-                    actions[user_id] = "refresh"
+                    actions[user_id] = PatchAction.REFRESH
                 leased = []
         fills: list[Fill] = []
         for user_id in leased:
@@ -223,13 +223,14 @@ class MembershipCache:
                 patched = with_org_details(decode_memberships(stash.value), org_id, organization)
             except CorruptValue:
                 self._release_quietly(user_id, tokens[user_id])
-                actions[user_id] = "refresh"
+                actions[user_id] = PatchAction.REFRESH
                 continue
             fill = self._fill_for(user_id, tokens[user_id], patched)
             fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
         for user_id, stored in self._fill_all(fills).items():
-            actions[user_id] = "done" if stored else "retry"  # refused: an event came in; patch again
-        return [(u, stashes[u], actions[u]) for u in user_ids]
+            # refused: an event came in; patch again
+            actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
+        return [PatchOutcome(u, stashes[u], actions[u]) for u in user_ids]
 
     def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""

@@ -129,6 +129,26 @@ class Stash:
     raw: str
 
 
+class PatchAction(Enum):
+    """What `Protocol.finish_patch` does with a user (the values are finish_patch.lua's)."""
+
+    DONE = "done"  # forget the user: patched, already refilled, or no stash left to patch
+    REFRESH = "refresh"  # forget the user, and re-read them in full instead
+    RETRY = "retry"  # keep the user listed: an event voided this patch, the next pass patches afresh
+
+
+@dataclass(frozen=True, slots=True)
+class PatchOutcome:
+    """One user after a patch pass: the stash as it was read (None if none), and what to do next.
+
+    A user whose stash changed since it was read stays listed whatever the action.
+    """
+
+    user_id: str
+    stash: Stash | None
+    action: PatchAction
+
+
 class Protocol:
     """The scripts, registered on one Redis client (they load once, then run by SHA).
 
@@ -276,13 +296,13 @@ class Protocol:
             out.append(Stash(org_id, value, int(ttl_ms), text))
         return out
 
-    def finish_patch(self, org_id: str, actions: Sequence[tuple[str, Stash | None, str]]) -> None:
-        """Settle patched users: (user id, the stash as read, 'done' | 'refresh' | 'retry'); see finish_patch.lua."""
-        if not actions:
+    def finish_patch(self, org_id: str, outcomes: Sequence[PatchOutcome]) -> None:
+        """Settle patched users as `PatchOutcome` says; see cache/lua/finish_patch.lua."""
+        if not outcomes:
             return
         args: list[str] = [contract.STASH_PREFIX]
-        for user_id, stash, action in actions:
-            args += [user_id, stash.raw if stash else "", action]
+        for outcome in outcomes:
+            args += [outcome.user_id, outcome.stash.raw if outcome.stash else "", outcome.action.value]
         self._finish_patch(keys=[contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY], args=args)
 
     def finish_org_patch(self, kind: str, org_id: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from redis import Redis
 
 from cache import contract
-from cache.protocol import SCRIPT_NAMES, Acquired, Protocol, script_source
+from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, script_source
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "cache" / "lua"
 LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
@@ -80,6 +80,12 @@ def test_each_file_documents_keys_argv_and_reply(path: Path) -> None:
 
 def test_record_keeps_its_allow_oom_flag_on_the_first_line() -> None:
     assert (LUA_DIR / "record.lua").read_text(encoding="utf-8").splitlines()[0] == "#!lua flags=allow-oom"
+
+
+def test_patch_actions_are_the_strings_finish_patch_expects() -> None:
+    text = (LUA_DIR / "finish_patch.lua").read_text(encoding="utf-8")
+    for action in PatchAction:
+        assert f"'{action.value}'" in text
 
 
 @pytest.mark.parametrize("path", LUA_FILES, ids=lambda p: p.name)

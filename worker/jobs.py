@@ -17,7 +17,7 @@ from cache.config import Settings
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
 from cache.membership_cache import MembershipCache
 from cache.metrics import JOB_SECONDS, JOBS, REFRESHES
-from cache.protocol import Protocol
+from cache.protocol import PatchAction, Protocol
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -110,8 +110,8 @@ def _patch_orgs(cache: MembershipCache, protocol: Protocol) -> int:
     patched = 0
     for kind, org_id in protocol.org_patches():
         while users := protocol.patch_members(org_id, PATCH_BATCH):
-            actions = cache.patch_org(org_id, kind == "x", users)
-            patched += sum(1 for _, stash, action in actions if action == "done" and stash is not None)
-            protocol.finish_patch(org_id, actions)
+            outcomes = cache.patch_org(org_id, kind == "x", users)
+            patched += sum(1 for o in outcomes if o.action is PatchAction.DONE and o.stash is not None)
+            protocol.finish_patch(org_id, outcomes)
         protocol.finish_org_patch(kind, org_id)
     return patched
