@@ -1,11 +1,13 @@
 """The freshness protocol, as Lua scripts run atomically inside Redis.
 
-This module owns every multi-key write, so the rules live in one place and a
-TypeScript (or any) client can run the very same scripts:
+This module owns every multi-key write, so the rules live in one place. The scripts
+themselves are plain files in ``cache/lua/`` (shipped as package data), each with a
+header documenting its KEYS, ARGV and reply, so a TypeScript (or any) client can run
+the very same files; this module is the Python side that calls them:
 
 * **Leases on fills** (Facebook's memcache leases): a lookup that misses takes a
   random token in ``user-orgs-lease:<id>`` *before* it calls Clerk. Invalidation
-  deletes the lease, and `FILL` writes only while the caller's token is still there.
+  deletes the lease, and `FILL` (fill.lua) writes only while the caller's token is still there.
   A slow Clerk read that started before an invalidation can therefore never store
   its pre-change answer.
 * **Org changes void fills in flight**: a user whose first fill is still running is
@@ -13,17 +15,19 @@ TypeScript (or any) client can run the very same scripts:
   stamps ``org-changed:<org>`` with a global change sequence; the lease records the
   sequence at grant time, and `FILL` refuses a value naming an org changed since.
 * **Single-flight**: while a lease is held, other misses get ``WAIT`` and poll.
-* **Recording an event** (`RECORD`): dedupe on the Svix message id, invalidate the
+* **Recording an event** (`RECORD`, record.lua): dedupe on the Svix message id, invalidate the
   affected keys, and queue them for refresh, all in one round trip, so revocation
   never waits for a worker.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from importlib import resources
 from typing import Any
 
 from redis import Redis
@@ -31,180 +35,29 @@ from redis.client import Pipeline
 
 from cache import contract
 
-ACQUIRE_LUA = """
--- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>   KEYS[3] change sequence
--- ARGV[1] new random token ARGV[2] lease lifetime in ms
--- ARGV[3] '1' to take the lease even from another caller (the worker: the holder may have died;
---         a live holder's fill is then refused, and waiters get the worker's fill instead)
--- -> {1, value} hit | {2, token} lease granted | {3} another caller is filling
--- The lease remembers the change sequence at grant time, so FILL can tell whether an
--- organization changed after the Clerk read began (see RECORD's 'o'/'x').
-local value = redis.call('GET', KEYS[1])
-if value then return {1, value} end
-local seq = redis.call('GET', KEYS[3]) or '0'
-local lease = ARGV[1] .. ' ' .. seq
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[2], lease, 'PX', ARGV[2])
-  return {2, ARGV[1]}
-end
-if redis.call('SET', KEYS[2], lease, 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
-return {3}
-"""
-
-FILL_LUA = """
--- KEYS[1] user-orgs:<id>   KEYS[2] user-orgs-lease:<id>
--- KEYS[3 .. 2+n] org-users:<orgId>, then KEYS[3+n .. 2+2n] org-changed:<orgId>, for the n orgs in the value
--- ARGV[1] token from ACQUIRE   ARGV[2] JSON value   ARGV[3] TTL in ms   ARGV[4] user id
--- -> 1 stored | 0 refused: an invalidation voided the lease, or one of the orgs changed since it was granted
-local lease = redis.call('GET', KEYS[2])
-if not lease then return 0 end
-local sep = string.find(lease, ' ', 1, true)
-if string.sub(lease, 1, sep - 1) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[2])
-local granted_at = tonumber(string.sub(lease, sep + 1))
-local n = (#KEYS - 2) / 2
-for i = 3 + n, 2 + 2 * n do
-  local changed = redis.call('GET', KEYS[i])
-  if changed and tonumber(changed) > granted_at then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
--- the org index must outlive every value it points at, whatever TTL other writers use
-local index_ttl = math.floor((tonumber(ARGV[3]) + 999) / 1000) + 60
-for i = 3, 2 + n do
-  redis.call('SADD', KEYS[i], ARGV[4])
-  if redis.call('TTL', KEYS[i]) < index_ttl then redis.call('EXPIRE', KEYS[i], index_ttl) end
-end
-return 1
-"""
-
-RELEASE_LUA = """
--- KEYS[1] user-orgs-lease:<id>   ARGV[1] token: give a lease back after a failed Clerk call
-local lease = redis.call('GET', KEYS[1])
-if lease and string.sub(lease, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-RECORD_LUA = """#!lua flags=allow-oom
--- allow-oom: a full Redis must still accept revocations (the writes below are tiny).
--- KEYS[1] pending-refresh set   KEYS[2] drain-scheduled marker   KEYS[3] change sequence
--- KEYS[4] org-patches set       KEYS[5] (optional) seen-event key
--- ARGV[1] seen TTL s   ARGV[2] marker TTL s   ARGV[3] value prefix   ARGV[4] lease prefix
--- ARGV[5] org index prefix   ARGV[6] org-changed prefix   ARGV[7] org-changed lifetime ms (> any lease)
--- ARGV[8] stash prefix       ARGV[9] org-patch prefix
--- ARGV[10..] targets:
---   'u:<userId>' invalidate, refresh later if it was cached      'd:<userId>' invalidate, never refresh
---   'o:<orgId>'  org updated: move every cached member's value aside (a stash, never served) for the
---                worker to patch from one Clerk read; void every fill in flight that read the org
---   'x:<orgId>'  org deleted: same, the patch drops the org; then drop the index
---   'm:<orgId>'  re-read every cached member in full (a membership event naming no user, an operator's
---                invalidate-org): 'u:' for each, and void fills in flight that read the org
--- -> {1 recorded | 0 duplicate, keys invalidated, 1 if the caller must enqueue a drain job}
-local recorded = 1
-if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
-local invalidated = 0
-local function invalidate(uid, refresh)
-  local existed = redis.call('DEL', ARGV[3] .. uid, ARGV[8] .. uid)
-  redis.call('DEL', ARGV[4] .. uid)
-  invalidated = invalidated + existed
-  if refresh and existed > 0 then redis.call('SADD', KEYS[1], uid) end
-end
-local function stash(uid, org)
-  redis.call('DEL', ARGV[4] .. uid)
-  local value = redis.call('GET', ARGV[3] .. uid)
-  if value then
-    local ttl = redis.call('PTTL', ARGV[3] .. uid)
-    redis.call('DEL', ARGV[3] .. uid)
-    invalidated = invalidated + 1
-    if ttl > 0 then
-      redis.call('SET', ARGV[8] .. uid, org .. ' ' .. value, 'PX', ttl)
-      redis.call('SADD', ARGV[9] .. org, uid)
-    else
-      redis.call('SADD', KEYS[1], uid)  -- a value written without a TTL: refresh in full
-    end
-    return
-  end
-  -- already stashed: for this org the patch will read Clerk afresh; for another org the stash
-  -- misses this change, so it is dropped and the user refreshed in full instead
-  local stashed = redis.call('GET', ARGV[8] .. uid)
-  if stashed then
-    if string.sub(stashed, 1, #org + 1) == org .. ' ' then
-      redis.call('SADD', ARGV[9] .. org, uid)
-    else
-      redis.call('DEL', ARGV[8] .. uid)
-      redis.call('SADD', KEYS[1], uid)
-    end
-  end
-end
-if recorded == 1 then
-  for i = 10, #ARGV do
-    local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
-    if kind == 'u' then
-      invalidate(id, true)
-    elseif kind == 'd' then
-      invalidate(id, false)
-      redis.call('SREM', KEYS[1], id)
-    else
-      -- a user whose fill is in flight is not in the index yet: mark the org changed instead
-      redis.call('SET', ARGV[6] .. id, redis.call('INCR', KEYS[3]), 'PX', ARGV[7])
-      local index = ARGV[5] .. id
-      if kind == 'm' then
-        for _, uid in ipairs(redis.call('SMEMBERS', index)) do invalidate(uid, true) end
-      else
-        for _, uid in ipairs(redis.call('SMEMBERS', index)) do stash(uid, id) end
-        if redis.call('EXISTS', ARGV[9] .. id) == 1 then redis.call('SADD', KEYS[4], ARGV[i]) end
-        if kind == 'x' then redis.call('DEL', index) end
-      end
-    end
-  end
-end
--- decided for duplicates too: a retried call must still get the job enqueued
-local schedule = 0
-if redis.call('SCARD', KEYS[1]) + redis.call('SCARD', KEYS[4]) > 0
-    and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
-  schedule = 1
-end
-return {recorded, invalidated, schedule}
-"""
-
-TAKE_PENDING_LUA = """
--- KEYS[1] pending-refresh set   KEYS[2] refreshing set   ARGV[1] count
--- Pop users to refresh, remembering them until done, so a worker killed mid-job loses none.
-local users = redis.call('SPOP', KEYS[1], ARGV[1])
-if #users > 0 then redis.call('SADD', KEYS[2], unpack(users)) end
-return users
-"""
-
-FINISH_PATCH_LUA = """
--- KEYS[1] org-patch:<orgId> set   KEYS[2] pending-refresh set
--- ARGV[1] stash prefix, then per user three values: user id, the stash as read ('' if none), action
---   'done'    forget the user (patched, already refilled, or no stash left to patch)
---   'refresh' forget the user, and re-read them in full instead
---   'retry'   keep the user listed: an event voided this patch, the next pass patches afresh
--- A user whose stash changed since it was read (a newer event re-stashed them) stays listed.
-for i = 2, #ARGV, 3 do
-  local uid, seen, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = ARGV[1] .. uid
-  local current = redis.call('GET', key) or ''
-  if action ~= 'retry' and current == seen then
-    if seen ~= '' then redis.call('DEL', key) end
-    redis.call('SREM', KEYS[1], uid)
-    if action == 'refresh' then redis.call('SADD', KEYS[2], uid) end
-  end
-end
-return 1
-"""
-
-FINISH_ORG_PATCH_LUA = """
--- KEYS[1] org-patches set   KEYS[2] org-patch:<orgId> set   ARGV[1] the org-patches entry
--- Forget the entry only once no user waits for that org's patch (RECORD may have added more).
-if redis.call('SCARD', KEYS[2]) == 0 then return redis.call('SREM', KEYS[1], ARGV[1]) end
-return 0
-"""
-
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
 MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
 ORG_CHANGED_MS = 2 * MAX_LEASE_MS  # how long an org change is remembered: longer than any lease
 DRAIN_MARKER_TTL_S = 60  # if an enqueue is lost, the next event schedules again after this
+
+SCRIPT_NAMES = (
+    "acquire",
+    "fill",
+    "release",
+    "record",
+    "take_pending",
+    "finish_patch",
+    "finish_org_patch",
+)
+"""The scripts of the protocol: ``cache/lua/<name>.lua``."""
+
+
+@functools.cache
+def script_source(name: str) -> str:
+    """The text of ``cache/lua/<name>.lua``, exactly as Redis runs it (``name`` in `SCRIPT_NAMES`)."""
+    if name not in SCRIPT_NAMES:
+        raise ValueError(f"no such script: {name!r} (one of {', '.join(SCRIPT_NAMES)})")
+    return resources.files("cache").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Acquired(Enum):
@@ -215,7 +68,7 @@ class Acquired(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One thing an event invalidates; see RECORD_LUA for the kinds."""
+    """One thing an event invalidates; see cache/lua/record.lua for the kinds."""
 
     kind: str  # 'u' user, 'd' deleted user, 'o' org updated, 'x' org deleted, 'm' org members re-read
     id: str
@@ -276,6 +129,26 @@ class Stash:
     raw: str
 
 
+class PatchAction(Enum):
+    """What `Protocol.finish_patch` does with a user (the values are finish_patch.lua's)."""
+
+    DONE = "done"  # forget the user: patched, already refilled, or no stash left to patch
+    REFRESH = "refresh"  # forget the user, and re-read them in full instead
+    RETRY = "retry"  # keep the user listed: an event voided this patch, the next pass patches afresh
+
+
+@dataclass(frozen=True, slots=True)
+class PatchOutcome:
+    """One user after a patch pass: the stash as it was read (None if none), and what to do next.
+
+    A user whose stash changed since it was read stays listed whatever the action.
+    """
+
+    user_id: str
+    stash: Stash | None
+    action: PatchAction
+
+
 class Protocol:
     """The scripts, registered on one Redis client (they load once, then run by SHA).
 
@@ -284,13 +157,13 @@ class Protocol:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._acquire = redis.register_script(ACQUIRE_LUA)
-        self._fill = redis.register_script(FILL_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
-        self._record = redis.register_script(RECORD_LUA)
-        self._take_pending = redis.register_script(TAKE_PENDING_LUA)
-        self._finish_org_patch = redis.register_script(FINISH_ORG_PATCH_LUA)
-        self._finish_patch = redis.register_script(FINISH_PATCH_LUA)
+        self._acquire = redis.register_script(script_source("acquire"))
+        self._fill = redis.register_script(script_source("fill"))
+        self._release = redis.register_script(script_source("release"))
+        self._record = redis.register_script(script_source("record"))
+        self._take_pending = redis.register_script(script_source("take_pending"))
+        self._finish_org_patch = redis.register_script(script_source("finish_org_patch"))
+        self._finish_patch = redis.register_script(script_source("finish_patch"))
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
@@ -423,13 +296,13 @@ class Protocol:
             out.append(Stash(org_id, value, int(ttl_ms), text))
         return out
 
-    def finish_patch(self, org_id: str, actions: Sequence[tuple[str, Stash | None, str]]) -> None:
-        """Settle patched users: (user id, the stash as read, 'done' | 'refresh' | 'retry'); see FINISH_PATCH_LUA."""
-        if not actions:
+    def finish_patch(self, org_id: str, outcomes: Sequence[PatchOutcome]) -> None:
+        """Settle patched users as `PatchOutcome` says; see cache/lua/finish_patch.lua."""
+        if not outcomes:
             return
         args: list[str] = [contract.STASH_PREFIX]
-        for user_id, stash, action in actions:
-            args += [user_id, stash.raw if stash else "", action]
+        for outcome in outcomes:
+            args += [outcome.user_id, outcome.stash.raw if outcome.stash else "", outcome.action.value]
         self._finish_patch(keys=[contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY], args=args)
 
     def finish_org_patch(self, kind: str, org_id: str) -> None:

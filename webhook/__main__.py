@@ -21,8 +21,6 @@ if _OWN_METRICS_DIR:
 import logging
 import logging.config
 
-from flask import Flask
-from gunicorn.app.base import BaseApplication
 from prometheus_client import multiprocess
 
 from cache.config import settings_or_exit
@@ -32,39 +30,34 @@ from webhook.app import create_app
 from webhook.logs import web_logging_dict
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
-        self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return self._app
-
-
 def main() -> int:
     settings = settings_or_exit("web", "web")
+    # only now: gunicorn's config module reads WEB_CONCURRENCY when imported, and would crash on a bad one
+    from gunicorn.app.base import BaseApplication
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
     logconfig = web_logging_dict(settings)
     logging.config.dictConfig(logconfig)
     app = create_app()
     log_risky_settings(intake_redis(settings.redis_url), logging.getLogger("webhook"))
-    _Gunicorn(
-        app,
-        {
-            "bind": f"0.0.0.0:{settings.port}",
-            "workers": settings.web_concurrency,
-            "worker_class": "sync",
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "control_socket_disable": True,  # one fixed path per user would collide between instances
-            "child_exit": _child_exit,
-            "logconfig_dict": logconfig,  # gunicorn re-applies it: the request-id filter survives
-        },
-    ).run()
+    options = {
+        "bind": f"0.0.0.0:{settings.port}",
+        "workers": settings.web_concurrency,
+        "worker_class": "sync",
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "control_socket_disable": True,  # one fixed path per user would collide between instances
+        "child_exit": _child_exit,
+        "logconfig_dict": logconfig,  # gunicorn re-applies it: the request-id filter survives
+    }
+    Gunicorn().run()
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     return 0

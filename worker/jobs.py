@@ -16,7 +16,7 @@ from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
-from cache.protocol import Protocol
+from cache.protocol import PatchAction, Protocol
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
 from worker.refresher import Refresher
 
@@ -119,8 +119,8 @@ def _patch_orgs(refresher: Refresher, protocol: Protocol) -> int:
     patched = 0
     for kind, org_id in protocol.org_patches():
         while users := protocol.patch_members(org_id, PATCH_BATCH):
-            actions = refresher.patch_org(org_id, kind == "x", users)
-            patched += sum(1 for _, stash, action in actions if action == "done" and stash is not None)
-            protocol.finish_patch(org_id, actions)
+            outcomes = refresher.patch_org(org_id, kind == "x", users)
+            patched += sum(1 for o in outcomes if o.action is PatchAction.DONE and o.stash is not None)
+            protocol.finish_patch(org_id, outcomes)
         protocol.finish_org_patch(kind, org_id)
     return patched

@@ -20,7 +20,7 @@ from cache.contract import CorruptValue, Membership, check_org_id, check_user_id
 from cache.errors import ClerkError, ClerkNotFound
 from cache.membership_cache import fetch_memberships, fill_for
 from cache.metrics import FILLS
-from cache.protocol import Acquired, Fill, Protocol, Stash, new_token
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, new_token
 
 
 class Refresher:
@@ -59,18 +59,18 @@ class Refresher:
             self._release_unfilled(tokens, leased, fills)
         return outcomes
 
-    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[tuple[str, Stash | None, str]]:
+    def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[PatchOutcome]:
         """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
 
         Leases are taken first, then Clerk is read, so any change after that voids the fill.
         A patched value keeps its stash's remaining lifetime: patching never extends how long
         memberships go unread. Returns, per user, the stash read and what to do with the user
-        (see `Protocol.finish_patch`).
+        next (see `Protocol.finish_patch`).
         """
         check_org_id(org_id)
         tokens, leased = self._take_leases(user_ids)
         stashes = dict(zip(user_ids, self.protocol.stashes(user_ids), strict=True))
-        actions = {u: "done" for u in user_ids}  # not leased: a fresh value is already there
+        actions = dict.fromkeys(user_ids, PatchAction.DONE)  # not leased: a fresh value is already there
         organization: Any = None
         fills: list[Fill] = []
         try:
@@ -81,7 +81,7 @@ class Refresher:
                     organization = None  # deleted since: drop it, as organization.deleted will
                 except ClerkError:
                     for user_id in leased:
-                        actions[user_id] = "refresh"
+                        actions[user_id] = PatchAction.REFRESH
                     leased = []
             for user_id in leased:
                 stash = stashes[user_id]
@@ -92,15 +92,16 @@ class Refresher:
                         raise CorruptValue("stashed for another org")
                     patched = with_org_details(decode_memberships(stash.value), org_id, organization)
                 except CorruptValue:
-                    actions[user_id] = "refresh"
+                    actions[user_id] = PatchAction.REFRESH
                     continue
                 fill = fill_for(user_id, tokens[user_id], patched)
                 fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
             for user_id, stored in self._fill_all(fills).items():
-                actions[user_id] = "done" if stored else "retry"  # refused: an event came in; patch again
+                # refused: an event came in since the leases were taken; patch again
+                actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
         finally:
             self._release_unfilled(tokens, leased, fills)
-        return [(u, stashes[u], actions[u]) for u in user_ids]
+        return [PatchOutcome(u, stashes[u], actions[u]) for u in user_ids]
 
     def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""

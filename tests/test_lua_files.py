@@ -1,0 +1,135 @@
+"""The Lua files in cache/lua/ are the protocol other services (some in TypeScript) run as they are.
+
+So each file must be the very script Protocol runs (none orphaned), document its KEYS, ARGV
+and reply in its header, and work with a plain EVAL / SCRIPT LOAD, with no Python in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from cache import contract
+from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, script_source
+
+LUA_DIR = Path(__file__).resolve().parents[1] / "cache" / "lua"
+LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
+
+
+def _header(text: str) -> list[str]:
+    """The leading comment block, after the shebang line if there is one."""
+    lines = text.splitlines()
+    if lines and lines[0].startswith("#!"):
+        lines = lines[1:]
+    header: list[str] = []
+    for line in lines:
+        if not line.startswith("--"):
+            break
+        header.append(line)
+    return header
+
+
+def test_the_files_are_there() -> None:
+    assert {path.stem for path in LUA_FILES} == set(SCRIPT_NAMES)
+
+
+def test_protocol_registers_every_file_and_nothing_else(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: list[str] = []
+    register = redis.register_script
+
+    def spy(script: str) -> Any:
+        registered.append(script)
+        return register(script)
+
+    monkeypatch.setattr(redis, "register_script", spy)
+    Protocol(redis)
+    orphaned = [path.name for path in LUA_FILES if path.read_text(encoding="utf-8") not in registered]
+    assert not orphaned, "Protocol does not run these files as they are"
+    assert len(registered) == len(LUA_FILES), "Protocol runs a script that is not a file in cache/lua/"
+    for path in LUA_FILES:
+        assert script_source(path.stem) == path.read_text(encoding="utf-8")
+
+
+def test_script_source_refuses_an_unknown_name() -> None:
+    with pytest.raises(ValueError, match="no such script"):
+        script_source("../protocol")
+
+
+@pytest.mark.parametrize("path", LUA_FILES, ids=lambda p: p.name)
+def test_each_file_documents_keys_argv_and_reply(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    header = _header(text)
+    assert header, "no comment header"
+    assert header[0].startswith(f"-- {path.name}: "), "the header starts by naming the file and what it does"
+    documented = "\n".join(header)
+    for section in ("KEYS[1]", "ARGV[1]", "Reply:"):
+        assert section in documented
+    # every KEYS[n] / ARGV[n] the code reads by number is described in the header
+    body = "\n".join(text.splitlines()[len(header) :])
+    for kind, index in set(re.findall(r"\b(KEYS|ARGV)\[(\d+)\]", body)):
+        assert f"{kind}[{index}]" in documented, f"{kind}[{index}] is used but not documented"
+    # a shebang (Redis 7 script flags) only counts as the very first line
+    assert all(not line.startswith("#!") for line in text.splitlines()[1:])
+
+
+def test_record_keeps_its_allow_oom_flag_on_the_first_line() -> None:
+    assert (LUA_DIR / "record.lua").read_text(encoding="utf-8").splitlines()[0] == "#!lua flags=allow-oom"
+
+
+def test_patch_actions_are_the_strings_finish_patch_expects() -> None:
+    text = (LUA_DIR / "finish_patch.lua").read_text(encoding="utf-8")
+    for action in PatchAction:
+        assert f"'{action.value}'" in text
+
+
+@pytest.mark.parametrize("path", LUA_FILES, ids=lambda p: p.name)
+def test_script_load_accepts_the_file_as_it_is(redis: Redis, path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    sha = redis.script_load(text)
+    assert sha == hashlib.sha1(text.encode()).hexdigest()
+    assert redis.script_exists(sha) == [True]
+
+
+def test_acquire_and_fill_hold_the_lease_rule_under_plain_eval(redis: Redis) -> None:
+    """What a non-Python service gets from the files: a lease, a fill with it, a stale fill refused."""
+    acquire = (LUA_DIR / "acquire.lua").read_text(encoding="utf-8")
+    fill = (LUA_DIR / "fill.lua").read_text(encoding="utf-8")
+    user, org = "user_lua1", "org_lua1"
+    value = json.dumps(
+        [
+            {
+                "organizationId": org,
+                "organizationSlug": None,
+                "organizationName": "Acme",
+                "imageUrl": None,
+                "role": "org:admin",
+            }
+        ]
+    )
+    acquire_keys = [contract.user_orgs_key(user), contract.lease_key(user), contract.CHANGE_SEQ_KEY]
+    fill_keys = [
+        contract.user_orgs_key(user),
+        contract.lease_key(user),
+        contract.org_index_key(org),
+        contract.org_changed_key(org),
+    ]
+
+    assert redis.eval(acquire, 3, *acquire_keys, "token-a", 5000, "0") == [2, "token-a"]
+    assert redis.eval(acquire, 3, *acquire_keys, "token-b", 5000, "0") == [3]  # single-flight: wait
+
+    assert redis.eval(fill, 4, *fill_keys, "token-b", value, 60_000, user) == 0  # not the lease holder
+    assert redis.get(contract.user_orgs_key(user)) is None
+
+    assert redis.eval(fill, 4, *fill_keys, "token-a", value, 60_000, user) == 1
+    assert redis.get(contract.user_orgs_key(user)) == value
+    assert redis.smembers(contract.org_index_key(org)) == {user}
+    assert redis.exists(contract.lease_key(user)) == 0
+
+    # the Python side sees the same state: a hit, with the value the plain EVAL stored
+    assert Protocol(redis).acquire(user, "token-c", 5000) == (Acquired.HIT, value)
