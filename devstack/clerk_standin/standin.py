@@ -1,0 +1,136 @@
+"""ClerkStandIn: the one object callers use, tying the model, the faults and the server together."""
+
+from types import TracebackType
+
+from devstack.clerk_standin.faults import Faults, Gate
+from devstack.clerk_standin.model import Model
+from devstack.clerk_standin.server import Api, Listener
+from devstack.clerk_standin.shapes import JSON
+
+
+class ClerkStandIn:
+    """Plays Clerk's Backend API on 127.0.0.1 with an in-memory, thread-safe model."""
+
+    def __init__(
+        self,
+        secret_key: str = "sk_test_standin",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._model = Model()
+        self._faults = Faults(latency_s)
+        self._api = Api(self._model, self._faults, secret_key)
+        self._listener: Listener | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> "ClerkStandIn":
+        """Serve in a daemon thread. After stop(), start() reuses the same port."""
+        if self._listener is not None:
+            raise RuntimeError("clerk stand-in already started")
+        self._listener = Listener(self._api, self.host, self._port)
+        self._port = self._listener.port
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open keep-alive connections and release held requests."""
+        listener, self._listener = self._listener, None
+        self._faults.release_all()
+        if listener is not None:
+            listener.stop()
+
+    def __enter__(self) -> "ClerkStandIn":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port == 0:
+            raise RuntimeError("clerk stand-in not started yet (port 0)")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL without /v1 (what CLERK_API_URL would hold)."""
+        return f"http://{self.host}:{self.port}"
+
+    # ----------------------------------------------------------------- the model (see Model)
+
+    def org(self, org_id: str) -> JSON:
+        return self._model.org(org_id)
+
+    def memberships_of(self, user_id: str) -> list[JSON]:
+        return self._model.memberships_of(user_id)
+
+    def create_org(
+        self, name: str, slug: str | None = None, org_id: str | None = None, image_url: str | None = None
+    ) -> JSON:
+        return self._model.create_org(name, slug, org_id, image_url)
+
+    def update_org(self, org_id: str, *, name: str | None = None, slug: str | None = None) -> JSON:
+        return self._model.update_org(org_id, name=name, slug=slug)
+
+    def delete_org(self, org_id: str) -> JSON:
+        return self._model.delete_org(org_id)
+
+    def add_membership(self, user_id: str, org_id: str, role: str = "org:member") -> JSON:
+        return self._model.add_membership(user_id, org_id, role)
+
+    def update_membership(self, user_id: str, org_id: str, role: str) -> JSON:
+        return self._model.update_membership(user_id, org_id, role)
+
+    def remove_membership(self, user_id: str, org_id: str) -> JSON:
+        return self._model.remove_membership(user_id, org_id)
+
+    def delete_user(self, user_id: str) -> JSON:
+        return self._model.delete_user(user_id)
+
+    def seed_sample(self) -> None:
+        self._model.seed_sample()
+
+    # ----------------------------------------------------------------- faults (see Faults)
+
+    @property
+    def latency_s(self) -> float:
+        """Sleep before answering every request."""
+        return self._faults.latency_s
+
+    @latency_s.setter
+    def latency_s(self, seconds: float) -> None:
+        self._faults.latency_s = seconds
+
+    @property
+    def answer_delay_s(self) -> float:
+        """Sleep after an answer is computed, so a read can race a change (see the soak test)."""
+        return self._faults.answer_delay_s
+
+    @answer_delay_s.setter
+    def answer_delay_s(self, seconds: float) -> None:
+        self._faults.answer_delay_s = seconds
+
+    def fail_next(self, n: int = 1, status: int = 500, retry_after: int | None = None, body: str | None = None) -> None:
+        """The next n API requests answer `status` (queued after earlier injections)."""
+        self._faults.fail_next(n, status, retry_after, body)
+
+    def clear_failures(self) -> None:
+        self._faults.clear_failures()
+
+    def hold(self, user_id: str) -> Gate:
+        """Hold reads of this user's memberships (answer computed at arrival)."""
+        return self._faults.hold(user_id)
+
+    # ----------------------------------------------------------------- observation
+
+    def call_count(self, path_prefix: str = "/v1/") -> int:
+        """Requests received (any status) whose path starts with the prefix."""
+        return self._api.call_count(path_prefix)
+
+    def reset_counts(self) -> None:
+        self._api.reset_counts()
