@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import threading
 import time
@@ -240,3 +241,72 @@ def test_metrics_are_not_for_the_internet(redis_server: RedisServer, redis: Redi
         assert response.json == {"error": "unauthorized", "message": response.json["message"]}  # type: ignore[index]
     response = guarded.get("/metrics", headers={"Authorization": "Bearer " + "x" * 32})
     assert response.status_code == 200 and b"clerk_org_cache_events_total" in response.data
+
+
+def test_a_line_logged_inside_a_request_under_gunicorn_carries_its_request_id(tmp_path: Path) -> None:
+    """gunicorn applies its own logging config in every worker; the request-id filter is part of it."""
+    import subprocess
+    import sys
+
+    from devstack.stack import REPO
+
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: recording the event fails
+        "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+    }
+    log_path = tmp_path / "web.log"
+    with open(log_path, "wb") as log:
+        web = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=REPO, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, what="gunicorn")
+        body, headers = signed_event(SIGNING_SECRET, {"type": "user.deleted", "data": {"id": ALICE}})
+        response = requests.post(f"http://127.0.0.1:{port}/webhooks/clerk", data=body, headers=headers, timeout=15)
+        assert response.status_code == 503
+        request_id = response.headers["X-Request-ID"]
+    finally:
+        web.terminate()
+        web.wait(20)
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    failure = [r for r in records if r["message"].startswith("could not record the event")]
+    assert [r.get("request_id") for r in failure] == [request_id]
+    assert failure[0]["level"] == "warning" and failure[0]["logger"] == "webhook"
+    summary = [r for r in records if r.get("outcome") == "failed_to_record"]
+    assert [r["request_id"] for r in summary] == [request_id]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_importing_the_library_registers_only_lookup_metrics() -> None:
+    """App processes import cache: their own /metrics must not show the intake's or the worker's."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, cache, prometheus_client\n"
+        "names = sorted(m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith('clerk_'))\n"
+        "print(names)\n"
+        "print(sorted(n for n in ('flask', 'rq', 'gunicorn', 'webhook', 'worker', 'service') if n in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    names, web_or_worker_modules = result.stdout.strip().splitlines()
+    assert names == str(
+        sorted(
+            [
+                "clerk_org_cache_clerk_request_seconds",
+                "clerk_org_cache_clerk_responses",
+                "clerk_org_cache_fills",
+                "clerk_org_cache_lookups",
+                "clerk_org_cache_single_flight_waits",
+            ]
+        )
+    )
+    assert web_or_worker_modules == "[]"
