@@ -13,8 +13,9 @@ import threading
 
 from cache.clerk import ClerkClient
 from cache.config import Settings
-from cache.connections import cache_redis
+from cache.connections import RedisTarget, cache_redis
 from cache.contract import Membership
+from cache.durability import NotReplicated, ReplicaWait, WaitPolicy
 from cache.errors import (
     CacheUnavailable,
     ClerkAuthError,
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidId",
     "Membership",
     "MembershipCache",
+    "NotReplicated",
     "build_cache",
     "default_cache",
     "get_cached_user_org_memberships",
@@ -52,11 +54,12 @@ _default_lock = threading.Lock()
 
 
 def build_cache(settings: Settings) -> MembershipCache:
-    """A cache with its own fail-fast Redis client and Clerk session."""
+    """A cache with its own fail-fast Redis client (through Sentinel when configured) and Clerk session."""
     return MembershipCache(
-        cache_redis(settings.redis_url),
+        cache_redis(RedisTarget.from_settings(settings)),
         ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
         ttl_seconds=settings.user_orgs_ttl_seconds,
+        durable=ReplicaWait(WaitPolicy.from_settings(settings)),
     )
 
 

@@ -33,6 +33,11 @@ class Settings:
     """What the processes need; build with `Settings.from_env`. Unread variables keep their defaults."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = field(default="", repr=False)
+    redis_wait_replicas: int | None = None  # None: auto (all online replicas, at least 1, under Sentinel; else none)
+    redis_wait_timeout_ms: int = 1000
     clerk_secret_key: str = field(default="", repr=False)
     clerk_api_url: str = DEFAULT_CLERK_API_URL
     webhook_signing_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -61,7 +66,14 @@ class Settings:
                         raise ConfigError(variable.name, f"is not set ({variable.meaning})")
                     continue
                 values[variable.field] = variable.parse(raw, variable.name)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.redis_sentinels and not settings.redis_sentinel_master:
+            raise ConfigError(
+                "REDIS_SENTINEL_MASTER", "is not set (the name the sentinels monitor, with REDIS_SENTINELS)"
+            )
+        if settings.redis_sentinel_master and not settings.redis_sentinels:
+            raise ConfigError("REDIS_SENTINELS", "is not set (host:port of the sentinels, with REDIS_SENTINEL_MASTER)")
+        return settings
 
 
 # -- parsers: (raw non-empty text, variable name) -> value, or ConfigError -------------------------
@@ -108,6 +120,30 @@ def _redis_url(raw: str, name: str) -> str:
     except ValueError:
         raise ConfigError(name, "has an invalid port") from None
     return raw
+
+
+def _host_ports(raw: str, name: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for part in raw.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65_535 or any(c.isspace() for c in host):
+            raise ConfigError(name, "must be comma-separated host:port pairs, e.g. 10.0.0.1:26379,10.0.0.2:26379")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _name(raw: str, name: str) -> str:
+    if any(c.isspace() for c in raw) or len(raw) > 128:
+        raise ConfigError(name, "must be a name without whitespace, as in the sentinels' 'sentinel monitor <name>'")
+    return raw
+
+
+def _replicas(raw: str, name: str) -> int | None:
+    if raw.lower() == "auto":
+        return None
+    if not raw.isdigit() or int(raw) > 16:
+        raise ConfigError(name, "must be auto or a number of replicas from 0 to 16")
+    return int(raw)
 
 
 def _http_url(raw: str, name: str) -> str:
@@ -179,6 +215,11 @@ def _v(
 ALL = "library web worker cli"
 VARIABLES: tuple[Variable, ...] = (
     _v("REDIS_URL", "redis_url", _redis_url, ALL, "the Redis holding the cache and the queue"),
+    _v("REDIS_SENTINELS", "redis_sentinels", _host_ports, ALL, "host:port of each sentinel"),
+    _v("REDIS_SENTINEL_MASTER", "redis_sentinel_master", _name, ALL, "the name the sentinels monitor"),
+    _v("REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", _token(1), ALL, "the sentinels' password"),
+    _v("REDIS_WAIT_REPLICAS", "redis_wait_replicas", _replicas, ALL, "replicas a revocation must reach"),
+    _v("REDIS_WAIT_TIMEOUT_MS", "redis_wait_timeout_ms", _int_in(1, 3000), ALL, "how long to wait for them"),
     _v(
         "CLERK_SECRET_KEY",
         "clerk_secret_key",

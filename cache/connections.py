@@ -1,38 +1,121 @@
-"""Redis clients with timeouts that fit each caller.
+"""Every Redis client of every process is built here, with timeouts that fit its caller.
 
-The cache sits on the request path: it must give up on Redis in milliseconds and
-fall back to Clerk, so it gets its own client with short timeouts and no retries
-(redis-py 8 would otherwise retry for seconds). Never share it with an RQ worker,
-which raises its pool's socket timeout to minutes.
+- ``LOOKUP``: the cache sits on the request path; it must give up on Redis in
+  milliseconds and fall back to Clerk, so no retries (redis-py 8 would retry for
+  seconds; the breaker decides when to try again).
+- ``INTAKE``: must answer well inside Svix's 15 s; one quick retry. Its read timeout
+  exceeds the longest ``WAIT`` the intake sends.
+- ``WORKER``: RQ's own connection (RQ raises the socket timeout for its blocking dequeue).
+- ``TOOL``: the operator CLI and start-up checks.
+
+A target is a ``REDIS_URL`` (``redis://``, ``rediss://`` with certificate checks,
+``unix://``), or, with ``REDIS_SENTINELS`` and ``REDIS_SENTINEL_MASTER`` set, the primary
+the sentinels name (the URL then only contributes db, username, password and TLS). A
+Sentinel client asks the sentinels for the primary on every new connection, so a
+process follows a failover without a restart.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
 from redis import Redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from cache.config import Settings
 
 
-def cache_redis(url: str, *, connect_timeout_s: float = 0.25, timeout_s: float = 0.5) -> Redis:
-    """A client for lookups: fail fast, never retry (the breaker decides when to try again)."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_error=[],
-        health_check_interval=0,
-        client_name="clerk-org-cache",
+class Role(Enum):
+    LOOKUP = "clerk-org-cache"
+    INTAKE = "clerk-org-cache-intake"
+    WORKER = "clerk-org-cache-worker"
+    TOOL = "clerk-org-cache-tool"
+
+
+INTAKE_TIMEOUT_S = 4.0  # above the intake's longest WAIT (REDIS_WAIT_TIMEOUT_MS <= 3000)
+
+
+def _options(role: Role) -> dict[str, Any]:
+    if role is Role.LOOKUP:
+        return {
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.5,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_error": [],
+        }
+    if role is Role.INTAKE:
+        return {"socket_connect_timeout": 1.0, "socket_timeout": INTAKE_TIMEOUT_S, "retry": Retry(NoBackoff(), 1)}
+    if role is Role.TOOL:
+        return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "retry": Retry(ExponentialBackoff(), 2)}
+    return {"socket_connect_timeout": 2.0, "retry": Retry(ExponentialBackoff(cap=2.0), 3)}
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the processes find their Redis: a URL, or a Sentinel-monitored primary."""
+
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisTarget:
+        return cls(
+            settings.redis_url,
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+            settings.redis_sentinel_password or None,
+        )
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.sentinels)
+
+    def describe(self) -> str:
+        """Where this points, for logs and errors (no password)."""
+        if self.uses_sentinel:
+            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"Sentinel primary {self.sentinel_master!r} via {where}"
+        parts = parse_url(self.url)  # type: ignore[no-untyped-call]
+        return f"{parts.get('host', 'unix socket')}:{parts.get('port', '')}"
+
+
+def redis_client(target: RedisTarget | str, role: Role = Role.LOOKUP, **overrides: Any) -> Redis:
+    """A client for ``role`` (a plain URL string is a target without Sentinel)."""
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    options = {**_options(role), "health_check_interval": 0, "client_name": role.value, **overrides}
+    if not target.uses_sentinel:
+        return Redis.from_url(target.url, **options)
+    url_options = parse_url(target.url)  # type: ignore[no-untyped-call]
+    for key in ("host", "port", "path"):
+        url_options.pop(key, None)
+    if url_options.pop("connection_class", None) is SSLConnection:
+        url_options["ssl"] = True  # the Sentinel pool picks its TLS connection class from this flag
+    sentinel_options = {
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "socket_timeout": options.get("socket_timeout") or 2.0,
+        "password": target.sentinel_password,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.sentinel_master, redis_class=Redis, **url_options, **options
     )
+    return client
 
 
-def intake_redis(url: str) -> Redis:
+def cache_redis(target: RedisTarget | str) -> Redis:
+    """A client for lookups: fail fast, never retry."""
+    return redis_client(target, Role.LOOKUP)
+
+
+def intake_redis(target: RedisTarget | str) -> Redis:
     """A client for the webhook intake: must answer well inside Svix's 15 s, one quick retry."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-        client_name="clerk-org-cache-intake",
-    )
+    return redis_client(target, Role.INTAKE)

@@ -37,6 +37,7 @@ from cache.contract import (
     membership_from_clerk,
     user_orgs_key,
 )
+from cache.durability import ReplicaWait
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
 from cache.protocol import Acquired, Fill, Protocol, Target, drop_user, new_token
@@ -99,6 +100,7 @@ class MembershipCache:
         lease_ms: int = 15_000,
         fill_wait_s: float = 2.0,
         breaker: RedisBreaker | None = None,
+        durable: ReplicaWait | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.redis = redis
@@ -109,6 +111,7 @@ class MembershipCache:
         self.breaker = breaker or RedisBreaker()
         self.stats = CacheStats()
         self._protocol = Protocol(redis)
+        self._durable = durable
         self._sleep = sleep
 
     # -- public API ---------------------------------------------------------------
@@ -153,13 +156,14 @@ class MembershipCache:
     def invalidate(self, user_id: str) -> None:
         """Drop the user's cached value and void any fill in flight.
 
-        Raises CacheUnavailable if Redis cannot confirm it: the caller must know.
+        Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
+        CacheUnavailable) if too few replicas acknowledged it: the caller must know.
         """
         self.record([drop_user(user_id)])
 
     def record(self, targets: list[Target]) -> None:
         try:
-            self._protocol.record(targets)
+            self._protocol.record(targets, durable=self._durable)
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
 

@@ -34,6 +34,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from cache import contract
+from cache.durability import ReplicaWait
 
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
 MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
@@ -209,8 +210,14 @@ class Protocol:
         ttl_ms = fill.ttl_ms if fill.ttl_ms is not None else ttl_s * 1000
         return self._fill(keys=keys, args=[fill.token, fill.value, ttl_ms, fill.user_id], client=client)
 
-    def record(self, targets: Sequence[Target], svix_id: str | None = None) -> Recorded:
-        """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes."""
+    def record(
+        self, targets: Sequence[Target], svix_id: str | None = None, *, durable: ReplicaWait | None = None
+    ) -> Recorded:
+        """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes.
+
+        With ``durable``, WAIT follows the script on the same connection and too few replica
+        acknowledgements raise NotReplicated (the invalidation stands on the primary).
+        """
         keys = [
             contract.PENDING_REFRESH_KEY,
             contract.DRAIN_SCHEDULED_KEY,
@@ -231,7 +238,16 @@ class Protocol:
             contract.ORG_PATCH_PREFIX,
         ]
         args += [target.encode() for target in targets]
-        recorded, invalidated, schedule = self._record(keys=keys, args=args)
+        if durable is None or not durable.active:
+            recorded, invalidated, schedule = self._record(keys=keys, args=args)
+        else:
+            durable.prime(self._redis)
+            pipe = self._redis.pipeline(transaction=False)  # one connection: WAIT covers the script's writes
+            self._record(keys=keys, args=args, client=pipe)
+            durable.add_to(pipe)
+            replies = pipe.execute()
+            durable.check(replies)
+            recorded, invalidated, schedule = replies[0]
         return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
 
     def forget(self, svix_id: str) -> None:

@@ -27,7 +27,7 @@ from rq.registry import FailedJobRegistry
 
 from cache.clerk import ClerkClient
 from cache.config import Settings
-from cache.connections import cache_redis
+from cache.connections import RedisTarget, Role, cache_redis, redis_client
 from cache.contract import (
     ORG_PATCHES_KEY,
     PENDING_REFRESH_KEY,
@@ -40,6 +40,7 @@ from cache.contract import (
     membership_from_clerk,
     user_orgs_key,
 )
+from cache.durability import ReplicaWait, WaitPolicy
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkNotFound, ClerkUnavailable, ConfigError
 from cache.protocol import Protocol, Target, refresh_user, reread_org_members
 from service.redis_checks import ChecksUnavailable, risky_settings
@@ -66,7 +67,7 @@ def _signing_secrets() -> tuple[str, ...]:
 
 
 def _redis(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    return redis_client(RedisTarget.from_settings(settings), Role.TOOL)
 
 
 def _view(memberships: Iterable[Membership]) -> list[dict[str, str | None]]:
@@ -105,7 +106,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _record(targets: Sequence[Target]) -> int:
     settings = _settings(need_clerk_key=False)
     redis = _redis(settings)
-    recorded = Protocol(redis).record(targets)
+    recorded = Protocol(redis).record(targets, durable=ReplicaWait(WaitPolicy.from_settings(settings)))
     if recorded.schedule_drain:
         enqueue_drain(refresh_queue(redis), settings.refresh_retry_intervals)
     print(f"invalidated {recorded.invalidated} cached value(s); the worker re-warms them")
@@ -125,7 +126,7 @@ def cmd_warm(args: argparse.Namespace) -> int:
     settings = _settings()
     user_ids = [check_user_id(u) for u in (args.user_ids or (line.strip() for line in sys.stdin)) if u]
     refresher = Refresher(
-        cache_redis(settings.redis_url),
+        cache_redis(RedisTarget.from_settings(settings)),
         ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
         ttl_seconds=settings.user_orgs_ttl_seconds,
     )

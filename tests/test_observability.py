@@ -262,7 +262,7 @@ def test_a_line_logged_inside_a_request_under_gunicorn_carries_its_request_id(tm
     with open(log_path, "wb") as log:
         web = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=REPO, env=env, stdout=log, stderr=log)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, what="gunicorn")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, what="gunicorn")
         body, headers = signed_event(SIGNING_SECRET, {"type": "user.deleted", "data": {"id": ALICE}})
         response = requests.post(f"http://127.0.0.1:{port}/webhooks/clerk", data=body, headers=headers, timeout=15)
         assert response.status_code == 503
@@ -272,7 +272,7 @@ def test_a_line_logged_inside_a_request_under_gunicorn_carries_its_request_id(tm
         web.wait(20)
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     failure = [r for r in records if r["message"].startswith("could not record the event")]
-    assert [r.get("request_id") for r in failure] == [request_id]
+    assert [r.get("request_id") for r in failure] == [request_id], records
     assert failure[0]["level"] == "warning" and failure[0]["logger"] == "webhook"
     summary = [r for r in records if r.get("outcome") == "failed_to_record"]
     assert [r["request_id"] for r in summary] == [request_id]

@@ -15,6 +15,11 @@ from devstack.stack import REPO
 GOOD = {"CLERK_SECRET_KEY": "sk_test_" + "s3cr3t" * 4, "CLERK_WEBHOOK_SIGNING_SECRET": new_signing_secret()}
 BAD = {
     "REDIS_URL": "http://x",
+    "REDIS_SENTINELS": "no-port",
+    "REDIS_SENTINEL_MASTER": "two words",
+    "REDIS_SENTINEL_PASSWORD": "with space",
+    "REDIS_WAIT_REPLICAS": "all",
+    "REDIS_WAIT_TIMEOUT_MS": "60000",
     "CLERK_SECRET_KEY": "sk_test_with space",
     "CLERK_API_URL": "ftp://x",
     "CLERK_WEBHOOK_SIGNING_SECRET": "whsec_not*base64",
@@ -75,3 +80,17 @@ def test_each_process_reads_only_its_own_variables() -> None:
     settings = Settings.from_env(env, process="library")
     assert settings.port == 8000 and settings.clerk_secret_key == GOOD["CLERK_SECRET_KEY"]
     assert "s3cr3t" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "REDIS_SENTINEL_MASTER"),
+        ({"REDIS_SENTINEL_MASTER": "main"}, "REDIS_SENTINELS"),
+    ],
+)
+def test_sentinel_settings_come_in_pairs(given: dict[str, str], missing: str) -> None:
+    result = run("worker", {**GOOD, **given})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"worker: {missing}: is not set")

@@ -24,7 +24,7 @@ import logging.config
 from prometheus_client import multiprocess
 
 from cache.config import settings_or_exit
-from cache.connections import intake_redis
+from cache.connections import RedisTarget, Role, redis_client
 from service.redis_checks import log_risky_settings
 from webhook.app import create_app
 from webhook.logs import web_logging_dict
@@ -46,7 +46,7 @@ def main() -> int:
     logconfig = web_logging_dict(settings)
     logging.config.dictConfig(logconfig)
     app = create_app()
-    log_risky_settings(intake_redis(settings.redis_url), logging.getLogger("webhook"))
+    log_risky_settings(redis_client(RedisTarget.from_settings(settings), Role.TOOL), logging.getLogger("webhook"))
     options = {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.web_concurrency,

@@ -8,7 +8,8 @@ from flask import Flask, current_app
 from redis import Redis
 
 from cache.config import Settings
-from cache.connections import intake_redis
+from cache.connections import RedisTarget, intake_redis
+from cache.durability import ReplicaWait, WaitPolicy
 from webhook.intake import Intake
 from webhook.verify import SignatureVerifier
 
@@ -19,9 +20,10 @@ class WebhookIntake:
     """Holds the intake's Redis client, signature verifier and recorder; `init_app` wires the routes."""
 
     def __init__(self, settings: Settings, *, redis: Redis | None = None) -> None:
-        self.redis = redis if redis is not None else intake_redis(settings.redis_url)
+        self.redis = redis if redis is not None else intake_redis(RedisTarget.from_settings(settings))
         self.verifier = SignatureVerifier(settings.webhook_signing_secrets)
-        self.intake = Intake(self.redis, settings.refresh_retry_intervals)
+        durable = ReplicaWait(WaitPolicy.from_settings(settings))
+        self.intake = Intake(self.redis, settings.refresh_retry_intervals, durable)
         self._metrics_token = settings.metrics_token
 
     def __repr__(self) -> str:  # never show the secrets

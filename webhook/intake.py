@@ -11,31 +11,41 @@ imports none of the job's code.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from cache.config import DEFAULT_RETRY_INTERVALS
+from cache.durability import NotReplicated, ReplicaWait
 from cache.protocol import Protocol, Recorded, Target
 from worker.queue import enqueue_drain, refresh_queue
 
 
 class Intake:
-    def __init__(self, redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS,
+        durable: ReplicaWait | None = None,
+    ) -> None:
         self._protocol = Protocol(redis)
         self._queue = refresh_queue(redis)
         self._retry_intervals = retry_intervals
+        self._durable = durable
 
     def record(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
-        """Raises RedisError if the event could not be recorded (answer 503: Svix retries)."""
-        recorded = self._protocol.record(targets, svix_id)
-        if recorded.schedule_drain:
-            try:
+        """Raises RedisError, or NotReplicated when too few replicas acknowledged in time: the
+        event is not recorded safely (answer 503: Svix retries, and the retry is not taken for a
+        duplicate, since the message id is forgotten)."""
+        try:
+            recorded = self._protocol.record(targets, svix_id, durable=self._durable)
+            if recorded.schedule_drain:
                 enqueue_drain(self._queue, self._retry_intervals)
-            except RedisError:
-                try:
-                    self._protocol.forget(svix_id)
-                finally:
-                    raise
+        except (RedisError, NotReplicated):
+            # if Redis is gone, the record stays; a duplicate's WAIT still covers this delivery's writes
+            with contextlib.suppress(RedisError):
+                self._protocol.forget(svix_id)
+            raise
         return recorded

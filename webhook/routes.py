@@ -13,6 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from cache.durability import NotReplicated
 from cache.errors import InvalidId
 from cache.metrics import render as render_metrics
 from webhook.errors import WebhookRejected
@@ -80,8 +81,10 @@ def clerk_webhook() -> tuple[Response, int]:
         recorded = intake.intake.record(g.svix_id, targets)
     except InvalidId:
         raise WebhookRejected(400, "invalid_svix_id", "svix-id is not a Svix message id") from None
-    except RedisError as exc:
-        log.warning("could not record the event in Redis (%s); answering 503 so Svix retries", type(exc).__name__)
+    except (RedisError, NotReplicated) as exc:
+        log.warning(
+            "could not record the event in Redis (%s: %s); answering 503 so Svix retries", type(exc).__name__, exc
+        )
         g.outcome = "failed_to_record"
         return _error(503, "unavailable", "could not record the event; retry later")
     return _outcome("duplicate" if recorded.duplicate else "processed")

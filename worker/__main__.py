@@ -11,13 +11,17 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import cast
 
 from prometheus_client import REGISTRY, start_http_server
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
 
 from cache.config import DEFAULT_RETRY_INTERVALS, settings_or_exit
+from cache.connections import RedisTarget, Role, redis_client
 from cache.contract import QUEUE_NAME
 from service.logs import configure_logging
 from service.redis_checks import log_risky_settings
@@ -26,6 +30,19 @@ from worker.queue import resume_unfinished
 from worker.queue_metrics import QueueCollector
 
 log = logging.getLogger("worker")
+
+
+class BuiltScheduler(RQScheduler):
+    """RQ's scheduler, connecting through our client builder instead of copying the worker's pool
+    (RQ rebuilds a plain ConnectionPool from the pool's connection class, which breaks a Sentinel pool)."""
+
+    connect: Callable[[], Redis] = staticmethod(lambda: Redis())
+
+    @property
+    def connection(self) -> Redis:
+        if self._connection is None:
+            self._connection = type(self).connect()  # type: ignore[assignment]
+        return cast(Redis, self._connection)
 
 
 class DrainWorker(SimpleWorker):
@@ -53,28 +70,57 @@ class DrainWorker(SimpleWorker):
         except RedisError:
             pass  # the main loop reports Redis outages
 
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO", *args: object) -> None:
+        """RQ's own `_start_scheduler`, with `BuiltScheduler` in place of RQScheduler."""
+        self.scheduler = BuiltScheduler(self.queues, connection=self.connection, serializer=self.serializer)
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+                finally:
+                    self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()  # type: ignore[no-untyped-call]
+
     def request_stop(self, signum: int, frame: object) -> None:
         self.signalled = True
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
-def wait_for_redis(connection: Redis) -> None:
-    delay = 0.1
+def wait_for_primary(connection: Redis) -> None:
+    """Return once the connection reaches a primary; back off meanwhile, logging once per state change.
+
+    A node demoted to replica by a failover answers PING but refuses writes (READONLY): without
+    this check the worker would restart RQ in a tight loop and log each failure.
+    """
+    delay, state = 0.1, "primary"
     while True:
         try:
-            connection.ping()
+            role = connection.execute_command("ROLE")[0]  # type: ignore[no-untyped-call]
+            now = "primary" if role in (b"master", "master") else "replica (READONLY)"
+        except RedisError as exc:
+            now = f"unavailable ({type(exc).__name__})"
+        if now == "primary":
+            if state != "primary":
+                log.info("Redis primary reachable again")
             return
-        except RedisError:
-            log.warning("Redis unavailable; retrying in %.1f s", delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        if now != state:
+            log.warning("Redis is %s; waiting for a primary", now)
+            state = now
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def main() -> int:
     settings = settings_or_exit("worker", "worker")
     configure_logging(settings)
     jobs.configure(settings)
-    connection = Redis.from_url(settings.redis_url)  # RQ's own client; the jobs build a fail-fast one
+    target = RedisTarget.from_settings(settings)
+    connection = redis_client(target, Role.WORKER)  # RQ's own client; the jobs build a fail-fast one
+    BuiltScheduler.connect = staticmethod(lambda: redis_client(target, Role.WORKER))
     log_risky_settings(connection, log)
     queue = Queue(QUEUE_NAME, connection=connection)
     if settings.worker_metrics_port is not None:
@@ -85,14 +131,17 @@ def main() -> int:
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).
-        wait_for_redis(connection)
+        wait_for_primary(connection)
         worker = DrainWorker.for_interval(queue, connection, settings.worker_sweep_seconds)
+        started = time.monotonic()
         try:
             worker.work(with_scheduler=True)  # maintenance runs first: it resumes what a dead worker left
-        except RedisError:
-            log.warning("worker lost Redis", exc_info=True)
+        except RedisError as exc:
+            log.warning("worker lost Redis (%s)", type(exc).__name__)
         if worker.signalled:  # SIGTERM or SIGINT: a warm shutdown
             break
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # failing at once again: do not spin
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the next worker installs RQ's handlers
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         log.warning("worker stopped after an error; starting a new one once Redis answers")

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cache.clerk import ClerkClient
 from cache.config import Settings
-from cache.connections import cache_redis
+from cache.connections import RedisTarget, cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
 from cache.protocol import PatchAction, Protocol
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
@@ -36,7 +36,7 @@ class RefreshIncomplete(ClerkCacheError):
 def configure(settings: Settings) -> None:
     """Build the refresher jobs use in this process from the settings (``python -m worker`` does)."""
     refresher = Refresher(
-        cache_redis(settings.redis_url),
+        cache_redis(RedisTarget.from_settings(settings)),
         ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
         ttl_seconds=settings.user_orgs_ttl_seconds,
     )

@@ -43,7 +43,12 @@
 --                so a retried call still gets the job enqueued
 
 local recorded = 1
-if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then recorded = 0 end
+if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then
+  recorded = 0
+  -- a duplicate still writes (the record's expiry), so a WAIT after it covers the first delivery's writes:
+  -- replication is one ordered stream
+  redis.call('EXPIRE', KEYS[5], ARGV[1])
+end
 local invalidated = 0
 local function invalidate(uid, refresh)
   local existed = redis.call('DEL', ARGV[3] .. uid, ARGV[8] .. uid)
