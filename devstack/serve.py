@@ -6,7 +6,9 @@
   orgs plays Clerk's Backend API (60 ms per call, like the real one).
 - Signing secret: with no ``CLERK_WEBHOOK_SIGNING_SECRET``, one is generated and
   kept in ``.devstack/signing-secret`` so ``./dev send-event`` can sign with it.
-- ``DEVSTACK_STATE_DIR`` puts ``.devstack``'s files elsewhere (the tests do).
+- ``.devstack/env`` (mode 0600) holds the stack's REDIS_URL, Clerk key and URL,
+  signing secret and PORT while it runs, for ``./dev cli`` (the operator CLI).
+  ``DEVSTACK_STATE_DIR`` puts these files elsewhere (the tests do).
 
 Whatever ends this process (Ctrl-C, SIGTERM, SIGHUP, its stdout reader going
 away, even SIGKILL) ends everything it started: see ``devstack/stack.py``.
@@ -35,6 +37,7 @@ from devstack.waiting import wait_until
 
 STATE_DIR = REPO / ".devstack"
 STANDIN_KEY = "sk_test_devstack_standin"
+ENV_FILE_KEYS = ("REDIS_URL", "CLERK_SECRET_KEY", "CLERK_API_URL", "CLERK_WEBHOOK_SIGNING_SECRET", "PORT")
 
 
 def state_dir() -> Path:
@@ -94,6 +97,10 @@ def signing_secret_file() -> Path:
     return state_dir() / "signing-secret"
 
 
+def env_file() -> Path:
+    return state_dir() / "env"
+
+
 def local_signing_secret() -> str:
     """The dev stack's generated secret, made once and kept between runs."""
     path = signing_secret_file()
@@ -104,6 +111,36 @@ def local_signing_secret() -> str:
     path.write_text(secret + "\n")
     path.chmod(0o600)
     return secret
+
+
+def write_env_file(env: dict[str, str]) -> str:
+    """Write the stack's settings for ``./dev cli`` (only this user may read them); returns what was written."""
+    lines = []
+    for key in ENV_FILE_KEYS:
+        value = env.get(key)
+        if value is not None:
+            if "\n" in value:
+                raise ConfigError(key, "must be a single line")
+            lines.append(f"{key}={value}\n")
+    text = "".join(lines)
+    path = env_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".env.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+    return text
+
+
+def remove_env_file(written: str) -> None:
+    """Remove ``.devstack/env`` unless another ``./dev serve`` has since written its own."""
+    path = env_file()
+    try:
+        if path.read_text() == written:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -122,6 +159,7 @@ def main() -> int:
     redis_server: RedisServer | None = None
     standin: ClerkStandIn | None = None
     stack: LocalStack | None = None
+    env_written: str | None = None
     try:
         try:
             Settings.from_env(env, need_clerk_key=False)
@@ -139,17 +177,18 @@ def main() -> int:
 
         print(f"redis:  {env['REDIS_URL']}" + (" (started for you)" if redis_server else ""))
         print(f"clerk:  {env.get('CLERK_API_URL', 'https://api.clerk.com')}" + (" (stand-in)" if standin else ""))
+        env_written = write_env_file(env)
         stack = LocalStack(env)
         stack.start()
         print(f"ready:  POST signed Clerk events to {stack.url}/webhooks/clerk", flush=True)
-        print("        try `./dev send-event` in another shell; Ctrl-C stops everything", flush=True)
+        print("        try `./dev send-event` or `./dev cli doctor` in another shell; Ctrl-C stops all", flush=True)
         return stack.wait()
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # whoever read our output is gone: stop, as SIGPIPE would stop us
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exiting flushes nowhere, quietly
         return EXIT_OUTPUT_GONE
-    except RuntimeError as exc:
+    except (RuntimeError, ConfigError) as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -162,6 +201,8 @@ def main() -> int:
             standin.stop()
         if redis_server:
             redis_server.close()
+        if env_written is not None:
+            remove_env_file(env_written)
 
 
 if __name__ == "__main__":

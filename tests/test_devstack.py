@@ -1,4 +1,4 @@
-"""``./dev serve`` leaves nothing behind, however it ends.
+"""``./dev serve`` leaves nothing behind, however it ends, and ``./dev cli`` finds its stack.
 
 Real processes and real time: ``python -m devstack.serve`` starts its own redis-server,
 the Clerk stand-in and the Procfile's processes, exactly as ``./dev serve`` does.
@@ -193,15 +193,62 @@ def serve_into_tee(tmp_path: Path) -> Iterator[tuple[Serve, subprocess.Popen[byt
 def test_ctrl_c_in_a_pipeline_to_tee_ends_every_process(tmp_path: Path) -> None:
     """The reported bug: ``./dev serve | tee log`` and Ctrl-C left gunicorn and the worker holding the port."""
     with serve_into_tee(tmp_path) as (running, tee):
+        assert (running.state / "env").exists()
         log = tmp_path / "serve.log"
         wait_until(lambda: "ready:" in log.read_text(), 30, what="serve to say ready through tee")
         tee.kill()  # Ctrl-C reaches the whole pipeline: tee dies too, and serve's stdout is a broken pipe
         tee.wait(10)
         running.process.send_signal(signal.SIGINT)
         running.wait_all_gone()
+        assert not (running.state / "env").exists()  # it would point at a stack that is gone
 
 
 def test_sigkill_of_serve_ends_every_process(tmp_path: Path) -> None:
     with serve_into_tee(tmp_path) as (running, _):
         running.process.kill()  # no clean-up of its own can run: the processes must follow by themselves
         running.wait_all_gone()
+
+
+def _dev_cli(state: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("CLERK_")}
+    return subprocess.run(
+        [str(REPO / "dev"), "cli", *args],
+        env={**base, "DEVSTACK_STATE_DIR": str(state), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_dev_cli_runs_the_cli_against_the_stack_serve_runs(tmp_path: Path) -> None:
+    missing = _dev_cli(tmp_path / "nowhere", "doctor")
+    assert missing.returncode == 2
+    assert missing.stdout == ""
+    last_line = missing.stderr.splitlines()[-1]  # (setup may have said it installed something first)
+    assert last_line.startswith("dev cli: ") and "start ./dev serve" in last_line
+
+    with open(tmp_path / "serve.log", "wb") as log, serve(tmp_path, log) as running:
+        env_file = running.state / "env"
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert set(settings) == {
+            "REDIS_URL",
+            "CLERK_SECRET_KEY",
+            "CLERK_API_URL",
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+            "PORT",
+        }
+        assert settings["PORT"] == str(running.port)
+        wait_until(lambda: b"ready:" in (tmp_path / "serve.log").read_bytes(), 30, what="serve to say ready")
+
+        doctor = _dev_cli(running.state, "doctor")
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert f"Clerk accepts the key at {settings['CLERK_API_URL']}" in doctor.stdout
+        assert "1 worker(s) listening" in doctor.stdout
+
+        # what the caller has set wins over the file
+        dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+        overridden = _dev_cli(running.state, "doctor", REDIS_URL=dead_redis)
+        assert overridden.returncode == 1
+        assert "FAIL  redis: nothing answers at REDIS_URL" in overridden.stdout
+        assert "ok    clerk" in overridden.stdout
