@@ -32,7 +32,9 @@ ORG_CHANGED_PREFIX = "clerk-org-cache:org-changed:"
 CHANGE_SEQ_KEY = "clerk-org-cache:change-seq"
 SEEN_EVENT_PREFIX = "clerk-webhook:seen:"
 PENDING_REFRESH_KEY = "clerk-org-cache:pending-refresh"
-REFRESHING_KEY = "clerk-org-cache:refreshing"
+REFRESHING_PREFIX = "clerk-org-cache:refreshing:"
+DRAINS_KEY = "clerk-org-cache:drains"
+DRAIN_LEASE_PREFIX = "clerk-org-cache:drain:"
 DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
 QUEUE_NAME = "clerk-org-cache"
 
@@ -84,6 +86,14 @@ def org_patch_key(org_id: str) -> str:
 
 def org_changed_key(org_id: str) -> str:
     return ORG_CHANGED_PREFIX + org_id
+
+
+def refreshing_key(drain_id: str) -> str:
+    return REFRESHING_PREFIX + drain_id
+
+
+def drain_lease_key(drain_id: str) -> str:
+    return DRAIN_LEASE_PREFIX + drain_id
 
 
 def seen_event_key(svix_id: str) -> str:

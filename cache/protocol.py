@@ -39,7 +39,9 @@ from cache.durability import ReplicaWait
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
 MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
 ORG_CHANGED_MS = 2 * MAX_LEASE_MS  # how long an org change is remembered: longer than any lease
-DRAIN_MARKER_TTL_S = 60  # if an enqueue is lost, the next event schedules again after this
+DRAIN_MARKER_TTL_S = 60
+DRAIN_LEASE_MS = 2_000  # a drain job's heartbeat lease: its users are recovered this soon after its worker dies
+DRAIN_HEARTBEAT_S = 0.5  # if an enqueue is lost, the next event schedules again after this
 
 SCRIPT_NAMES = (
     "acquire",
@@ -47,6 +49,7 @@ SCRIPT_NAMES = (
     "release",
     "record",
     "take_pending",
+    "recover_drains",
     "finish_patch",
     "finish_org_patch",
 )
@@ -96,6 +99,13 @@ def reread_org_members(org_id: object) -> Target:
 
 def drop_org(org_id: object) -> Target:
     return Target("x", contract.check_org_id(org_id))
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRecovery:
+    jobs: int  # dead drain jobs whose users were put back
+    users: int
+    alive: int  # drain jobs still renewing their lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,7 @@ class Protocol:
         self._release = redis.register_script(script_source("release"))
         self._record = redis.register_script(script_source("record"))
         self._take_pending = redis.register_script(script_source("take_pending"))
+        self._recover_drains = redis.register_script(script_source("recover_drains"))
         self._finish_org_patch = redis.register_script(script_source("finish_org_patch"))
         self._finish_patch = redis.register_script(script_source("finish_patch"))
 
@@ -259,28 +270,59 @@ class Protocol:
         """
         self._redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)
 
-    def start_drain(self) -> None:
-        """Called first by a drain job: events from now on enqueue another job, and users a
-        killed job had taken are pending again (a concurrent job may refresh some twice)."""
+    def start_drain(self, drain_id: str) -> None:
+        """Called first by a drain job: events from now on enqueue another job, its lease is taken,
+        and users that dead jobs had taken are pending again (`recover_drains`)."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(contract.DRAIN_SCHEDULED_KEY)
-        pipe.sunionstore(contract.PENDING_REFRESH_KEY, [contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY])
-        pipe.delete(contract.REFRESHING_KEY)
+        pipe.set(contract.drain_lease_key(drain_id), "1", px=DRAIN_LEASE_MS)
         pipe.execute()
+        self.recover_drains()
 
-    def take_pending(self, count: int) -> list[str]:
-        """Pop up to ``count`` users waiting for a refresh; call `done` for them afterwards."""
-        taken = self._take_pending(keys=[contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY], args=[count])
+    def renew_drain(self, drain_id: str) -> None:
+        """The running job's heartbeat: its users stay its own while this keeps being called."""
+        self._redis.set(contract.drain_lease_key(drain_id), "1", px=DRAIN_LEASE_MS)
+
+    def end_drain(self, drain_id: str) -> None:
+        """The job is over: drop its lease; users it did not finish go back to the pending set."""
+        self._redis.delete(contract.drain_lease_key(drain_id))
+        self.recover_drains()
+
+    def recover_drains(self) -> DrainRecovery:
+        """Put the users of drain jobs whose lease expired (their worker died) back in the pending set."""
+        recovered, users, alive = self._recover_drains(
+            keys=[contract.DRAINS_KEY, contract.PENDING_REFRESH_KEY],
+            args=[contract.DRAIN_LEASE_PREFIX, contract.REFRESHING_PREFIX],
+        )
+        return DrainRecovery(int(recovered), int(users), int(alive))
+
+    def drain_alive(self, drain_id: str) -> bool:
+        return bool(self._redis.exists(contract.drain_lease_key(drain_id)))
+
+    def take_pending(self, count: int, drain_id: str) -> list[str]:
+        """Pop up to ``count`` users waiting for a refresh into the job's own set; call `done` for them."""
+        taken = self._take_pending(
+            keys=[contract.PENDING_REFRESH_KEY, contract.refreshing_key(drain_id), contract.DRAINS_KEY],
+            args=[count, drain_id],
+        )
         return [_text(u) for u in taken]
 
-    def done(self, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
+    def done(self, drain_id: str, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
         """Finish taken users: forget ``refreshed``, put ``retry`` back in the pending set."""
         pipe = self._redis.pipeline(transaction=True)
         if retry:
             pipe.sadd(contract.PENDING_REFRESH_KEY, *retry)
         if refreshed or retry:
-            pipe.srem(contract.REFRESHING_KEY, *refreshed, *retry)
+            pipe.srem(contract.refreshing_key(drain_id), *refreshed, *retry)
         pipe.execute()
+
+    def waiting_work(self) -> int:
+        """Users pending, taken by drain jobs, or waiting for an org patch (for the sweep and metrics)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.scard(contract.PENDING_REFRESH_KEY)
+        pipe.scard(contract.DRAINS_KEY)
+        pipe.scard(contract.ORG_PATCHES_KEY)
+        return sum(int(n) for n in pipe.execute())
 
     # -- org patches: members stashed by an org event, patched from one Clerk read --------
 

@@ -278,13 +278,13 @@ def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
         cache.get_memberships(user_id)
         assert post_event(client, clerk.update_membership(user_id, acme, "org:admin")).status_code == 200
     # A first run of the job took both users, then its worker was killed; RQ runs the job again.
-    assert sorted(Protocol(cache.redis).take_pending(10)) == sorted([ALICE, BOB])
+    assert sorted(Protocol(cache.redis).take_pending(10, "a-job-that-died")) == sorted([ALICE, BOB])
     assert redis.scard("clerk-org-cache:pending-refresh") == 0
 
     assert run_worker() == 1
     for user_id in (ALICE, BOB):
         assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["role"] == "org:admin"
-    assert redis.scard("clerk-org-cache:refreshing") == 0
+    assert Protocol(cache.redis).waiting_work() == 0
 
 
 def test_after_the_last_retry_the_job_is_failed_and_the_key_stays_deleted(

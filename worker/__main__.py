@@ -23,10 +23,11 @@ from rq.scheduler import RQScheduler
 from cache.config import DEFAULT_RETRY_INTERVALS, settings_or_exit
 from cache.connections import RedisTarget, Role, redis_client
 from cache.contract import QUEUE_NAME
+from cache.protocol import DRAIN_LEASE_MS, Protocol
 from service.logs import configure_logging
 from service.redis_checks import log_risky_settings
 from worker import jobs
-from worker.queue import resume_unfinished
+from worker.queue import live_drain_jobs, remove_dead_drain_jobs, resume_unfinished
 from worker.queue_metrics import QueueCollector
 
 log = logging.getLogger("worker")
@@ -114,6 +115,23 @@ def wait_for_primary(connection: Redis) -> None:
         delay = min(delay * 2, 5.0)
 
 
+def take_over_from_a_dead_worker(queue: Queue, connection: Redis) -> None:
+    """At start: if this process replaces a worker killed mid-job, wait for that job's lease to
+    lapse (DRAIN_LEASE_MS), then remove the job and queue its users again, so the first maintenance
+    pass starts a drain at once instead of after RQ's abandoned-job timeout (minutes)."""
+    protocol = Protocol(connection)
+    deadline = time.monotonic() + 2 * DRAIN_LEASE_MS / 1000 + 1.0
+    try:
+        while True:
+            removed = remove_dead_drain_jobs(queue, protocol)
+            protocol.recover_drains()
+            if removed or not live_drain_jobs(queue, protocol) or time.monotonic() > deadline:
+                return  # nothing left behind, or a live worker is running its job
+            time.sleep(0.25)
+    except RedisError:
+        return  # the main loop waits for Redis
+
+
 def main() -> int:
     settings = settings_or_exit("worker", "worker")
     configure_logging(settings)
@@ -128,6 +146,8 @@ def main() -> int:
         start_http_server(settings.worker_metrics_port)
         log.info("metrics on port %d", settings.worker_metrics_port)
     DrainWorker.retry_intervals = settings.refresh_retry_intervals
+    wait_for_primary(connection)
+    take_over_from_a_dead_worker(queue, connection)
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).

@@ -7,16 +7,23 @@ key deleted (never an outdated value) and is retried with backoff by RQ.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from redis.exceptions import RedisError
+from rq import get_current_job
 
 from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import RedisTarget, cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
-from cache.protocol import PatchAction, Protocol
+from cache.protocol import DRAIN_HEARTBEAT_S, PatchAction, Protocol
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
 from worker.refresher import Refresher
 
@@ -77,17 +84,49 @@ def drain_pending_refreshes() -> dict[str, int]:
     return counts
 
 
+@contextmanager
+def _drain_lease(protocol: Protocol) -> Iterator[str]:
+    """The job's id, with its lease renewed from a heartbeat thread until the job ends.
+
+    If the worker dies, the lease lapses within DRAIN_LEASE_MS and the users this job had
+    taken are put back for the next drain (`Protocol.recover_drains`).
+    """
+    job = get_current_job()
+    drain_id = job.id if job is not None else uuid.uuid4().hex
+    protocol.start_drain(drain_id)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(DRAIN_HEARTBEAT_S):
+            with contextlib.suppress(RedisError):
+                protocol.renew_drain(drain_id)
+
+    beating = threading.Thread(target=heartbeat, name="drain-heartbeat", daemon=True)
+    beating.start()
+    try:
+        yield drain_id
+    finally:
+        stop.set()
+        beating.join()
+        with contextlib.suppress(RedisError):
+            protocol.end_drain(drain_id)
+
+
 def _drain() -> dict[str, int]:
     refresher = _current_refresher()
     protocol = refresher.protocol
-    protocol.start_drain()
+    with _drain_lease(protocol) as drain_id:
+        return _drain_as(drain_id, refresher, protocol)
+
+
+def _drain_as(drain_id: str, refresher: Refresher, protocol: Protocol) -> dict[str, int]:
     patched = _patch_orgs(refresher, protocol)
     refreshed = skipped = 0
     failed: list[str] = []
     batch: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
-            while batch := protocol.take_pending(BATCH):
+            while batch := protocol.take_pending(BATCH, drain_id):
                 retry: list[str] = []
                 for user_id, outcome in refresher.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
@@ -100,13 +139,14 @@ def _drain() -> dict[str, int]:
                         refreshed += 1
                     else:
                         skipped += 1
-                protocol.done(refreshed=[u for u in batch if u not in retry])
+                protocol.done(drain_id, refreshed=[u for u in batch if u not in retry])
                 failed += retry
                 batch = []
     finally:
         # on any exit, users taken but not refreshed go back for the retry (best effort: Redis may be down;
-        # if this process dies instead, the next drain job finds them in the refreshing set)
-        protocol.done(refreshed=[], retry=failed + batch)
+        # if this process dies instead, its lease lapses and the next drain recovers them)
+        with contextlib.suppress(RedisError):
+            protocol.done(drain_id, refreshed=[], retry=failed + batch)
     if failed:
         REFRESHES.labels("failed").inc(len(failed))
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")

@@ -6,17 +6,21 @@ it. The job is named by dotted path, so enqueuing imports none of the job's code
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
+
 from redis import Redis
 from rq import Queue, Retry
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from cache import contract
 from cache.config import DEFAULT_RETRY_INTERVALS
-from cache.protocol import DRAIN_MARKER_TTL_S
+from cache.protocol import DRAIN_LEASE_MS, DRAIN_MARKER_TTL_S, Protocol
+
+log = logging.getLogger("worker")
 
 DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
-# Also bounds how long RQ waits before treating a killed SimpleWorker's job as abandoned (timeout + 60 s).
-DRAIN_TIMEOUT_S = 180
+DRAIN_TIMEOUT_S = 180  # RQ's own limit; a dead worker's job is found sooner by its lapsed lease
 
 
 def refresh_queue(redis: Redis) -> Queue:
@@ -40,17 +44,48 @@ def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_R
     """Enqueue a drain if users or org patches are waiting, or were taken by a job that died,
     and no drain job is queued, scheduled for a retry or running; True if enqueued.
 
-    Run at worker start and periodically, so work whose job was lost or ran out of retries
-    does not wait for the next event.
+    Run by the worker's maintenance pass (at start, then every WORKER_SWEEP_SECONDS), so work
+    whose job was lost, died with its worker or ran out of retries does not wait for the next event.
     """
+    protocol = Protocol(redis)
+    protocol.recover_drains()
     queue = refresh_queue(redis)
+    remove_dead_drain_jobs(queue, protocol)
     scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
     if queue.count or scheduled or StartedJobRegistry(queue=queue).count:
         return False
-    waiting = sum(
-        redis.scard(key) for key in (contract.PENDING_REFRESH_KEY, contract.REFRESHING_KEY, contract.ORG_PATCHES_KEY)
-    )
-    if waiting and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
+    if protocol.waiting_work() and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
         enqueue_drain(queue, retry_intervals)
         return True
     return False
+
+
+def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
+    """Delete drain jobs RQ still lists as started whose lease lapsed: their worker died.
+
+    RQ would notice on its own only once the job's timeout and heartbeat margin have passed
+    (minutes for a SimpleWorker); the lease tells within DRAIN_LEASE_MS. Their users are
+    recovered by `Protocol.recover_drains`, so nothing is lost by deleting the job.
+    """
+    removed = []
+    registry = StartedJobRegistry(queue=queue)
+    for job_id in registry.get_job_ids():
+        job = queue.fetch_job(job_id)
+        if job is None or job.func_name != DRAIN_JOB or job.started_at is None:
+            continue
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        old_enough = datetime.now(UTC) - started > timedelta(milliseconds=DRAIN_LEASE_MS * 2)
+        if old_enough and not protocol.drain_alive(job.id):
+            job.delete()  # also removes its executions from the started registry
+            removed.append(job.id)
+            log.warning("removed drain job %s: its worker died mid-job; its users are queued again", job.id)
+    return removed
+
+
+def live_drain_jobs(queue: Queue, protocol: Protocol) -> int:
+    """Drain jobs RQ lists as started whose lease is still renewed (or too new to judge)."""
+    return sum(
+        1
+        for job_id in StartedJobRegistry(queue=queue).get_job_ids()
+        if (job := queue.fetch_job(job_id)) is not None and job.func_name == DRAIN_JOB
+    )
