@@ -6,82 +6,71 @@ from __future__ import annotations
 import random
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from redis import Redis
-from rq import Queue
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import StartedJobRegistry
 
-from cache import ClerkClient, ClerkUnavailable, MembershipCache
-from cache.connections import cache_redis
+from cache import ClerkUnavailable
+from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, sign, signed_event
-from devstack.stack import REPO, LocalStack
+from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, stack_env
+from tests.support import (
+    ALICE,
+    CLERK_KEY,
+    cached_member,
+    cached_users,
+    held_leases,
+    intake_client,
+    job_queue,
+    make_cache,
+    pending_users,
+    post_event,
+    procfile_process,
+    queued_jobs,
+    refreshing_users,
+    scheduled_jobs,
+    stack_env,
+    stashed_users,
+)
 
-ALICE = "user_2alice000000000000000000000"
 
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """These tests stop and restart Redis, so each gets a server of its own."""
-    with RedisServer() as server:
-        yield server
-
-
-def start_worker(env: dict[str, str], log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer) -> None:
+def test_a_worker_killed_mid_job_loses_no_refresh(own_redis: RedisServer, clerk: ClerkStandIn) -> None:
     """SIGKILL while the drain job waits on Clerk; a restarted worker finishes the work at once."""
-    from webhook import create_app
-
     secret = new_signing_secret()
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        users = [f"user_2kill{i}" for i in range(3)]
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        for user_id in users:
-            clerk.add_membership(user_id, acme)
-            cache.get_memberships(user_id)
-        env = stack_env(own_redis.url, clerk, secret)
-        redis = Redis.from_url(own_redis.url, decode_responses=True)
-        client = create_app({"REDIS_URL": own_redis.url, "CLERK_WEBHOOK_SIGNING_SECRET": secret}).test_client()
-        first = start_worker(env)
-        try:
-            with clerk.hold(users[0]) as gate:
-                for user_id in users:
-                    body, headers = signed_event(secret, clerk.update_membership(user_id, acme, "org:admin"))
-                    assert client.post("/webhooks/clerk", data=body, headers=headers).status_code == 200
-                assert gate.wait_arrived(timeout=20)  # the job is mid-flight
-                first.send_signal(signal.SIGKILL)
-                first.wait(10)
-            assert redis.scard("clerk-org-cache:refreshing") >= 1
-            # RQ's own recovery, fast-forwarded past the dead job's heartbeat: it retries the job.
-            queue = Queue("clerk-org-cache", connection=Redis.from_url(own_redis.url))
-            StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 600)
-            assert ScheduledJobRegistry(queue=queue).count + queue.count == 1
-            second = start_worker(env)  # its lease takes over the dead worker's
-            try:
-                wait_until(lambda: all("org:admin" in (redis.get(f"user-orgs:{u}") or "") for u in users))
-            finally:
-                second.terminate()
-                second.wait(15)
-        finally:
-            if first.poll() is None:
-                first.kill()
-            redis.close()
+    acme = clerk.create_org("Acme")["data"]["id"]
+    users = [f"user_2kill{i}" for i in range(3)]
+    cache = make_cache(own_redis.url, clerk.url)
+    for user_id in users:
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    env = stack_env(own_redis.url, clerk, secret)
+    redis = Redis.from_url(own_redis.url, decode_responses=True)
+    client = intake_client(own_redis.url, secret=secret)
+    try:
+        with procfile_process("worker", env) as first, clerk.hold(users[0]) as gate:
+            for user_id in users:
+                event = clerk.update_membership(user_id, acme, "org:admin")
+                assert post_event(client, event, secret=secret).status_code == 200
+            assert gate.wait_arrived(timeout=20)  # the job is mid-flight
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        assert len(refreshing_users(redis)) >= 1
+        # RQ's own recovery, fast-forwarded past the dead job's heartbeat: it retries the job.
+        connection = Redis.from_url(own_redis.url)
+        StartedJobRegistry(queue=job_queue(connection)).cleanup(timestamp=time.time() + 600)
+        assert scheduled_jobs(connection) + queued_jobs(connection) == 1
+        with procfile_process("worker", env):  # its lease takes over the dead worker's
+            wait_until(lambda: all("org:admin" in (redis.get(user_orgs_key(u)) or "") for u in users))
+    finally:
+        redis.close()
 
 
 def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
@@ -89,104 +78,94 @@ def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
 ) -> None:
     clerk.add_membership(ALICE, clerk.create_org("Acme")["data"]["id"])
     clerk.latency_s = 1.0
-    slow = MembershipCache(
-        cache_redis(redis_server.url),
-        ClerkClient(CLERK_KEY, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0),
-    )
+    slow = make_cache(redis_server.url, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0)
     started = time.perf_counter()
     with pytest.raises(ClerkUnavailable, match="Timeout"):
         slow.get_memberships(ALICE)
     assert time.perf_counter() - started < 2.5
-    assert redis.keys("user-orgs*") == []
+    assert cached_users(redis) == [] and held_leases(redis) == [] and stashed_users(redis) == []
 
 
 def test_redis_restarting_under_a_stream_of_events_loses_no_acknowledged_event(
-    own_redis: RedisServer, tmp_path: Path
+    own_redis: RedisServer, clerk: ClerkStandIn, tmp_path: Path
 ) -> None:
     """Events are redelivered after a 503, as Svix does. Every acknowledged removal must hold
     at once, and at the end every lookup agrees with Clerk."""
     secret = new_signing_secret()
     rng = random.Random(7)
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        orgs = [clerk.create_org(f"Org {i}")["data"]["id"] for i in range(3)]
-        users = [f"user_2stream{i}" for i in range(6)]
-        env = stack_env(own_redis.url, clerk, secret)
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
+    orgs = [clerk.create_org(f"Org {i}")["data"]["id"] for i in range(3)]
+    users = [f"user_2stream{i}" for i in range(6)]
+    env = stack_env(own_redis.url, clerk, secret)
+    cache = make_cache(own_redis.url, clerk.url)
+    with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
 
-            def outage_then_empty_restart() -> None:
-                time.sleep(1.0)
-                own_redis.stop()  # a crash: all data gone
-                time.sleep(0.5)
-                own_redis.start()  # empty, same port
+        def outage_then_empty_restart() -> None:
+            time.sleep(1.0)
+            own_redis.stop()  # a crash: all data gone
+            time.sleep(0.5)
+            own_redis.start()  # empty, same port
 
-            outage = threading.Thread(target=outage_then_empty_restart)
-            outage.start()
-            unavailable = stale = 0
-            started = time.monotonic()
-            while time.monotonic() - started < 4.0:
-                user_id, org_id = rng.choice(users), rng.choice(orgs)
-                member = any(m["organization"]["id"] == org_id for m in clerk.memberships_of(user_id))
-                cache.get_memberships(user_id)
-                event = clerk.remove_membership(user_id, org_id) if member else clerk.add_membership(user_id, org_id)
-                body, headers = signed_event(secret, event)
-                while True:  # Svix: retry until 2xx
-                    try:
-                        status = requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
-                    except requests.RequestException:
-                        status = None
-                    if status is not None and status.status_code == 200:
-                        break
-                    assert status is None or status.status_code == 503
-                    unavailable += 1
-                    assert unavailable < 200, "the intake did not recover after Redis came back"
-                    time.sleep(0.05)
-                if member and cache.get_membership(user_id, org_id) is not None:
-                    stale += 1
-            outage.join()
-            assert unavailable > 0  # the outage happened mid-stream
-            assert stale == 0
-            redis = Redis.from_url(own_redis.url)
-            wait_until(
-                lambda: (
-                    not redis.llen("rq:queue:clerk-org-cache") and not redis.scard("clerk-org-cache:pending-refresh")
-                )
-            )
-            for user_id in users:
-                want = sorted(m["organization"]["id"] for m in clerk.memberships_of(user_id))
-                assert sorted(m.organization_id for m in cache.get_memberships(user_id)) == want
-            redis.close()
+        outage = threading.Thread(target=outage_then_empty_restart)
+        outage.start()
+        unavailable = stale = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            user_id, org_id = rng.choice(users), rng.choice(orgs)
+            member = any(m["organization"]["id"] == org_id for m in clerk.memberships_of(user_id))
+            cache.get_memberships(user_id)
+            event = clerk.remove_membership(user_id, org_id) if member else clerk.add_membership(user_id, org_id)
+            body, headers = signed_event(secret, event)
+            while True:  # Svix: retry until 2xx
+                try:
+                    status = requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
+                except requests.RequestException:
+                    status = None
+                if status is not None and status.status_code == 200:
+                    break
+                assert status is None or status.status_code == 503
+                unavailable += 1
+                assert unavailable < 200, "the intake did not recover after Redis came back"
+                time.sleep(0.05)
+            if member and cache.get_membership(user_id, org_id) is not None:
+                stale += 1
+        outage.join()
+        assert unavailable > 0  # the outage happened mid-stream
+        assert stale == 0
+        redis = Redis.from_url(own_redis.url)
+        wait_until(lambda: not queued_jobs(redis) and not pending_users(redis))
+        for user_id in users:
+            want = sorted(m["organization"]["id"] for m in clerk.memberships_of(user_id))
+            assert sorted(m.organization_id for m in cache.get_memberships(user_id)) == want
+        redis.close()
 
 
-def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, tmp_path: Path) -> None:
+def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, clerk: ClerkStandIn, tmp_path: Path) -> None:
     secret = new_signing_secret()
     log_path = tmp_path / "stack.log"
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        clerk.add_membership(ALICE, acme)
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        cache.get_memberships(ALICE)
-        bodies: list[str] = []
-        with open(log_path, "wb") as log, LocalStack(stack_env(own_redis.url, clerk, secret), log=log) as stack:
-            url = stack.url + "/webhooks/clerk"
-            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:admin"))
-            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
-            bodies.append(requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=15).text)
-            bodies.append(requests.post(url, data=body, headers=sign(new_signing_secret(), body), timeout=15).text)
-            clerk.fail_next(50, status=401)  # the worker's Clerk calls are refused: it logs the failure
-            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:member"))
-            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
-            time.sleep(1.0)
-        text = log_path.read_text(errors="replace") + "".join(bodies)
+    acme = cached_member(clerk, make_cache(own_redis.url, clerk.url), ALICE)
+    bodies: list[str] = []
+    with open(log_path, "wb") as log, LocalStack(stack_env(own_redis.url, clerk, secret), log=log) as stack:
+        url = stack.url + "/webhooks/clerk"
+        body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:admin"))
+        bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+        bodies.append(requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=15).text)
+        bodies.append(requests.post(url, data=body, headers=sign(new_signing_secret(), body), timeout=15).text)
+        clerk.fail_next(50, status=401)  # the worker's Clerk calls are refused: it logs the failure
+        body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:member"))
+        bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+        time.sleep(1.0)
+    text = log_path.read_text(errors="replace") + "".join(bodies)
     assert "refresh failed" in text  # the worker did log the Clerk failure...
     for value in (secret, secret.removeprefix("whsec_"), CLERK_KEY):
         assert value not in text  # ...and no secret anywhere
 
 
-def test_an_oversize_streamed_body_is_refused_without_reading_it_all(own_redis: RedisServer) -> None:
+def test_an_oversize_streamed_body_is_refused_without_reading_it_all(
+    own_redis: RedisServer, clerk: ClerkStandIn
+) -> None:
     """Chunked transfer (no Content-Length) of 2 MiB against the real gunicorn process."""
     secret = new_signing_secret()
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk, LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
+    with LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
         with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
             received: list[bytes] = []
 
