@@ -21,10 +21,9 @@ import json
 import os
 import platform
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,23 @@ from redis import Redis
 
 from bench.loadgen import fire, raw_request
 from bench.stats import p50_p99_over_reps, percentile
-from cache import ClerkClient, MembershipCache
-from cache.connections import cache_redis
+from cache import MembershipCache
+from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
-from devstack.redis_server import RedisServer, free_port
-from devstack.signing import new_signing_secret, sign, signed_event
+from devstack.redis_server import RedisServer
+from devstack.signing import sign, signed_event
 from devstack.stack import REPO, LocalStack
 from devstack.waiting import wait_until
+from tests.support import (
+    CLERK_KEY,
+    SIGNING_SECRET,
+    concurrent_lookups,
+    make_cache,
+    procfile_process,
+    stack_env,
+    unreachable_redis_url,
+)
 
-KEY = "sk_test_bench"
-SECRET = new_signing_secret()
 CLERK_LATENCY_S = 0.060
 
 
@@ -56,7 +62,7 @@ class Bench:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.redis_server = RedisServer().start()
-        self.clerk = ClerkStandIn(secret_key=KEY).start()
+        self.clerk = ClerkStandIn(secret_key=CLERK_KEY).start()
         self.redis = Redis.from_url(self.redis_server.url)
         self.results: dict[str, Any] = {}
 
@@ -65,7 +71,7 @@ class Bench:
         self.redis_server.close()
 
     def cache(self, url: str | None = None) -> MembershipCache:
-        return MembershipCache(cache_redis(url or self.redis_server.url), ClerkClient(KEY, self.clerk.url))
+        return make_cache(url or self.redis_server.url, self.clerk.url)
 
     def reset(self, latency_s: float = 0.0) -> None:
         self.redis.flushall()
@@ -81,17 +87,21 @@ class Bench:
 
     @contextmanager
     def stack(self, **env: str) -> Iterator[LocalStack]:
-        full = {
-            **os.environ,
-            "REDIS_URL": self.redis_server.url,
-            "CLERK_SECRET_KEY": KEY,
-            "CLERK_API_URL": self.clerk.url,
-            "CLERK_WEBHOOK_SIGNING_SECRET": SECRET,
-            "PORT": str(free_port()),
-            **env,
-        }
+        full = stack_env(self.redis_server.url, self.clerk, **env)
         with open(REPO / ".devstack" / "bench-stack.log", "ab") as log, LocalStack(full, log=log) as stack:
             yield stack
+
+    def bare_clerk_call(self, user_id: str) -> Callable[[], None]:
+        """The baseline of a miss: one plain requests call for the user's memberships."""
+        session = requests.Session()
+        url = f"{self.clerk.url}/v1/users/{user_id}/organization_memberships"
+
+        def call() -> None:
+            session.get(
+                url, params={"limit": 500, "offset": 0}, headers={"Authorization": f"Bearer {CLERK_KEY}"}
+            ).json()
+
+        return call
 
     # -- 1. hit ---------------------------------------------------------------------
 
@@ -102,7 +112,7 @@ class Bench:
         cache = self.cache()
         cache.get_memberships(user_id)
         raw = Redis.from_url(self.redis_server.url)
-        key = f"user-orgs:{user_id}"
+        key = user_orgs_key(user_id)
         n, reps = (500, 3) if self.quick else (3000, 7)
         return p50_p99_over_reps(
             lambda: cache.get_memberships(user_id), lambda: json.loads(raw.get(key) or b""), n, reps
@@ -115,18 +125,13 @@ class Bench:
         user_id = user(1)
         self.seed(user_id, 3, prefix="miss")
         cache = self.cache()
-        session = requests.Session()
-        url = f"{self.clerk.url}/v1/users/{user_id}/organization_memberships"
 
         def cold() -> None:
-            self.redis.delete(f"user-orgs:{user_id}")
+            self.redis.delete(user_orgs_key(user_id))
             cache.get_memberships(user_id)
 
-        def bare() -> None:
-            session.get(url, params={"limit": 500, "offset": 0}, headers={"Authorization": f"Bearer {KEY}"}).json()
-
         n, reps = (10, 3) if self.quick else (30, 5)
-        result = p50_p99_over_reps(cold, bare, n, reps)
+        result = p50_p99_over_reps(cold, self.bare_clerk_call(user_id), n, reps)
         result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
         return result
 
@@ -136,17 +141,7 @@ class Bench:
         self.seed(user_id, 3, prefix="stampede")
         cache = self.cache()
         self.clerk.reset_counts()
-        barrier = threading.Barrier(50)
-
-        def lookup() -> None:
-            barrier.wait()
-            cache.get_memberships(user_id)
-
-        threads = [threading.Thread(target=lookup) for _ in range(50)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        concurrent_lookups(cache, user_id, 50)
         stats = cache.stats.snapshot()
         return {"clerk_calls": self.clerk.call_count(), "wait_fallbacks": stats["wait_fallbacks"]}
 
@@ -168,7 +163,7 @@ class Bench:
                     },
                 }
             )
-            events.append(raw_request("POST", "/webhooks/clerk", sign(SECRET, body), body.encode()))
+            events.append(raw_request("POST", "/webhooks/clerk", sign(SIGNING_SECRET, body), body.encode()))
         healthz = [raw_request("GET", "/healthz", {})] * n
         seconds = 3.0 if self.quick else 8.0
         with self.stack(WEB_CONCURRENCY="2") as stack:
@@ -199,7 +194,7 @@ class Bench:
         with self.stack() as stack:
             for _ in range(rounds):
                 cache.get_memberships(user_id)
-                body, headers = signed_event(SECRET, self.clerk.remove_membership(user_id, orgs[0]))
+                body, headers = signed_event(SIGNING_SECRET, self.clerk.remove_membership(user_id, orgs[0]))
                 response = session.post(stack.url + "/webhooks/clerk", data=body, headers=headers)
                 acked = time.perf_counter()
                 assert response.status_code == 200
@@ -238,10 +233,10 @@ class Bench:
         org, users = self.cached_org("Fan Out", 200_000, members)
         self.clerk.latency_s = latency_s
         with self.stack() as stack:
-            body, headers = signed_event(SECRET, self.clerk.update_org(org, name="Fan Out Renamed"))
+            body, headers = signed_event(SIGNING_SECRET, self.clerk.update_org(org, name="Fan Out Renamed"))
             assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers).status_code == 200
             acked = time.perf_counter()
-            keys = [f"user-orgs:{u}" for u in users]
+            keys = [user_orgs_key(u) for u in users]
             wait_until(lambda: all(v and b"Fan Out Renamed" in v for v in self.redis.mget(keys)), 120, poll_s=0.005)
             seconds = time.perf_counter() - acked
         return {"members": members, "clerk_latency_ms": latency_s * 1000, "seconds_until_all_fixed": seconds}
@@ -252,22 +247,18 @@ class Bench:
         org, users = self.cached_org("Drain", 300_000, events)
         requests_ = []
         for user_id in users:
-            body, headers = signed_event(SECRET, self.clerk.update_membership(user_id, org, "org:admin"))
+            body, headers = signed_event(SIGNING_SECRET, self.clerk.update_membership(user_id, org, "org:admin"))
             requests_.append(raw_request("POST", "/webhooks/clerk", headers, body.encode()))
         self.clerk.latency_s = latency_s
-        with self.stack(REFRESH_CONCURRENCY=str(concurrency)) as stack:
-            extra = [self._worker_process(concurrency) for _ in range(workers - 1)]
-            try:
-                started = time.perf_counter()
-                sent = fire(stack.port, requests_, max_seconds=120)
-                acked = time.perf_counter() - started
-                keys = [f"user-orgs:{u}" for u in users]
-                wait_until(lambda: all(v and b"org:admin" in v for v in self.redis.mget(keys)), 300, poll_s=0.005)
-                done = time.perf_counter() - started
-            finally:
-                for process in extra:
-                    process.terminate()
-                    process.wait(15)
+        with self.stack(REFRESH_CONCURRENCY=str(concurrency)) as stack, ExitStack() as extra:
+            for _ in range(workers - 1):  # more of the Procfile's worker, with the stack's environment
+                extra.enter_context(procfile_process("worker", stack.env))
+            started = time.perf_counter()
+            sent = fire(stack.port, requests_, max_seconds=120)
+            acked = time.perf_counter() - started
+            keys = [user_orgs_key(u) for u in users]
+            wait_until(lambda: all(v and b"org:admin" in v for v in self.redis.mget(keys)), 300, poll_s=0.005)
+            done = time.perf_counter() - started
         assert sent["failed"] == 0
         return {
             "events": events,
@@ -278,39 +269,17 @@ class Bench:
             "rewarmed_per_s": events / done,
         }
 
-    def _worker_process(self, concurrency: int) -> subprocess.Popen[bytes]:
-        import sys
-
-        env = {
-            **os.environ,
-            "REDIS_URL": self.redis_server.url,
-            "CLERK_SECRET_KEY": KEY,
-            "CLERK_API_URL": self.clerk.url,
-            "REFRESH_CONCURRENCY": str(concurrency),
-        }
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
     # -- 8. redis down -------------------------------------------------------------------
 
     def redis_down(self) -> dict[str, float]:
         self.reset(0.020)
         user_id = user(4)
         self.seed(user_id, 3, prefix="down")
-        down = RedisServer()  # never started: nothing listens on its port
-        cache = self.cache(down.url)
+        cache = self.cache(unreachable_redis_url())
         cache.get_memberships(user_id)  # opens the breaker
-        session = requests.Session()
-        url = f"{self.clerk.url}/v1/users/{user_id}/organization_memberships"
-
-        def bare() -> None:
-            session.get(url, params={"limit": 500, "offset": 0}, headers={"Authorization": f"Bearer {KEY}"}).json()
-
         n, reps = (10, 3) if self.quick else (40, 5)
-        result = p50_p99_over_reps(lambda: cache.get_memberships(user_id), bare, n, reps)
+        result = p50_p99_over_reps(lambda: cache.get_memberships(user_id), self.bare_clerk_call(user_id), n, reps)
         result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
-        down.close()
         return result
 
 

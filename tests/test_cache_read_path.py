@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
@@ -11,11 +10,19 @@ from redis import Redis
 
 import cache as cache_module
 from cache import ClerkAuthError, ClerkUnavailable, InvalidId, Membership, MembershipCache
+from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
-from devstack.redis_server import RedisServer, free_port
-from tests.conftest import CLERK_KEY, make_cache
-
-ALICE = "user_2alice000000000000000000000"
+from devstack.redis_server import RedisServer
+from tests.support import (
+    ALICE,
+    CLERK_KEY,
+    cached_users,
+    concurrent_lookups,
+    held_leases,
+    make_cache,
+    stored,
+    unreachable_redis_url,
+)
 
 
 def seed_user(clerk: ClerkStandIn, user_id: str, n_orgs: int, role: str = "org:member") -> list[str]:
@@ -34,9 +41,9 @@ def test_miss_stores_the_contract_json_with_ttl(cache: MembershipCache, redis: R
     result = cache.get_memberships(ALICE)
 
     assert result == [Membership(org["id"], "acme", "Acme Inc", "https://img.example/acme.png", "org:admin")]
-    stored = redis.get(f"user-orgs:{ALICE}")
-    assert stored is not None
-    assert json.loads(stored) == [
+    raw = redis.get(f"user-orgs:{ALICE}")
+    assert raw is not None
+    assert json.loads(raw) == [
         {
             "organizationId": org["id"],
             "organizationSlug": "acme",
@@ -77,7 +84,7 @@ def test_pages_past_clerks_default_limit(
     org_ids = seed_user(clerk, ALICE, n_orgs)
     result = cache.get_memberships(ALICE)
     assert sorted(m.organization_id for m in result) == sorted(org_ids)
-    assert len(json.loads(redis.get(f"user-orgs:{ALICE}") or "")) == n_orgs
+    assert len(stored(redis, ALICE)) == n_orgs
 
 
 def test_roles_are_opaque(cache: MembershipCache, clerk: ClerkStandIn) -> None:
@@ -102,7 +109,7 @@ def test_module_functions_and_invalidate(cache: MembershipCache, redis: Redis, c
     assert [m.organization_id for m in cache_module.get_cached_user_org_memberships(ALICE)] == [org]
     clerk.remove_membership(ALICE, org)
     cache_module.invalidate_user_org_memberships(ALICE)
-    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert redis.exists(user_orgs_key(ALICE)) == 0
     assert cache_module.get_cached_user_org_memberships(ALICE) == []
 
 
@@ -119,22 +126,19 @@ def test_persistent_outage_raises_typed_error_and_stores_nothing(
     clerk.fail_next(10, status=503)
     with pytest.raises(ClerkUnavailable):
         cache.get_memberships(ALICE)
-    assert redis.keys("user-orgs:*") == []
-    assert redis.keys("user-orgs-lease:*") == []  # the lease was given back
+    assert cached_users(redis) == []
+    assert held_leases(redis) == []  # the lease was given back
 
 
 def test_garbage_json_is_never_cached(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn) -> None:
     clerk.fail_next(10, status=200, body="not json{")
     with pytest.raises(ClerkUnavailable):
         cache.get_memberships(ALICE)
-    assert redis.keys("user-orgs:*") == []
+    assert cached_users(redis) == []
 
 
 def test_wrong_clerk_key_is_a_configuration_error(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> None:
-    from cache import ClerkClient
-    from cache.connections import cache_redis
-
-    wrong = MembershipCache(cache_redis(redis_server.url), ClerkClient("sk_test_wrong", clerk.url))
+    wrong = make_cache(redis_server.url, clerk.url, clerk_key="sk_test_wrong")
     with pytest.raises(ClerkAuthError, match="CLERK_SECRET_KEY") as info:
         wrong.get_memberships(ALICE)
     assert "sk_test_wrong" not in str(info.value)
@@ -149,7 +153,7 @@ def test_invalid_user_ids_are_refused_before_any_io(cache: MembershipCache, cler
 
 def test_redis_down_answers_from_clerk_quickly(clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 3)
-    dead = make_cache(f"redis://127.0.0.1:{free_port()}/0", clerk)
+    dead = make_cache(unreachable_redis_url(), clerk.url)
     clerk.latency_s = 0.0
     started = time.perf_counter()
     for _ in range(20):
@@ -160,40 +164,26 @@ def test_redis_down_answers_from_clerk_quickly(clerk: ClerkStandIn) -> None:
     assert dead.stats.snapshot()["redis_fallbacks"] == 20
 
 
-def test_lookups_resume_using_redis_when_it_returns(clerk: ClerkStandIn) -> None:
+def test_lookups_resume_using_redis_when_it_returns(own_redis: RedisServer, clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 1)
-    server = RedisServer()
-    try:
-        c = make_cache(server.url, clerk)
-        assert len(c.get_memberships(ALICE)) == 1  # server not started yet: from Clerk
-        assert c.breaker.is_open
-        server.start()
-        deadline = time.monotonic() + 5
-        while c.breaker.is_open and time.monotonic() < deadline:
-            c.get_memberships(ALICE)
-            time.sleep(0.05)
-        assert not c.breaker.is_open
-        assert Redis.from_url(server.url).exists(f"user-orgs:{ALICE}") == 1
-    finally:
-        server.close()
+    own_redis.stop()
+    c = make_cache(own_redis.url, clerk.url)
+    assert len(c.get_memberships(ALICE)) == 1  # server not started yet: from Clerk
+    assert c.breaker.is_open
+    own_redis.start()
+    deadline = time.monotonic() + 5
+    while c.breaker.is_open and time.monotonic() < deadline:
+        c.get_memberships(ALICE)
+        time.sleep(0.05)
+    assert not c.breaker.is_open
+    assert Redis.from_url(own_redis.url).exists(user_orgs_key(ALICE)) == 1
 
 
 def test_concurrent_cold_lookups_call_clerk_once(cache: MembershipCache, clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 2)
     clerk.latency_s = 0.1
     clerk.reset_counts()
-    barrier = threading.Barrier(50)
-    results: list[int] = []
-
-    def lookup() -> None:
-        barrier.wait()
-        results.append(len(cache.get_memberships(ALICE)))
-
-    threads = [threading.Thread(target=lookup) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = [len(answer) for answer in concurrent_lookups(cache, ALICE, 50)]
     stats = cache.stats.snapshot()
     assert results == [2] * 50
     assert clerk.call_count() == 1 + stats["wait_fallbacks"]

@@ -20,15 +20,15 @@ import pytest
 import requests
 from redis import Redis
 
-from cache import ClerkClient, MembershipCache
-from cache.connections import RedisTarget, cache_redis
+from cache import MembershipCache
+from cache.connections import RedisTarget
 from cache.errors import ClerkError
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_topology import SentinelTopology
-from devstack.signing import new_signing_secret, signed_event
+from devstack.signing import signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, stack_env
+from tests.support import SIGNING_SECRET, make_cache, stack_env
 
 USERS = [f"user_2fail{i:03d}" for i in range(88)]
 ORG_MEMBERS = 4
@@ -74,139 +74,138 @@ class Lookups:
 
 @pytest.mark.parametrize("wait", ["auto", "0"], ids=["with WAIT", "WAIT off"])
 def test_no_acknowledged_revocation_is_lost_in_a_failover(
-    topology: SentinelTopology, tmp_path: Path, wait: str, capsys: Any
+    topology: SentinelTopology, clerk: ClerkStandIn, tmp_path: Path, wait: str, capsys: Any
 ) -> None:
-    secret = new_signing_secret()
+    secret = SIGNING_SECRET
     sentinels = ",".join(f"{h}:{p}" for h, p in topology.sentinels)
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        stays = clerk.create_org("Stays")["data"]["id"]
-        survivor = "user_2failsurvivor"
-        clerk.add_membership(survivor, stays)
-        orgs = [clerk.create_org(f"Doomed {i}")["data"]["id"] for i in range(len(USERS) // ORG_MEMBERS)]
-        for i, user_id in enumerate(USERS):
-            clerk.add_membership(user_id, acme)
-            clerk.add_membership(user_id, orgs[i // ORG_MEMBERS])
-        target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
-        cache = MembershipCache(cache_redis(target), ClerkClient(CLERK_KEY, clerk.url))
-        for user_id in [*USERS, survivor]:
-            cache.get_memberships(user_id)
-        # a revoking event per user (membership deleted), and an org deletion after every fourth
-        deliveries: list[Delivery] = []
-        for i, user_id in enumerate(USERS):
-            body, headers = signed_event(secret, clerk.remove_membership(user_id, acme))
-            deliveries.append(Delivery(body, headers, [(user_id, acme)]))
-            if i % ORG_MEMBERS == ORG_MEMBERS - 1:
-                org = orgs[i // ORG_MEMBERS]
-                members = [u for u in USERS[i - ORG_MEMBERS + 1 : i + 1]]
-                body, headers = signed_event(secret, clerk.delete_org(org))
-                deliveries.append(Delivery(body, headers, [(u, org) for u in members]))
+    acme = clerk.create_org("Acme")["data"]["id"]
+    stays = clerk.create_org("Stays")["data"]["id"]
+    survivor = "user_2failsurvivor"
+    clerk.add_membership(survivor, stays)
+    orgs = [clerk.create_org(f"Doomed {i}")["data"]["id"] for i in range(len(USERS) // ORG_MEMBERS)]
+    for i, user_id in enumerate(USERS):
+        clerk.add_membership(user_id, acme)
+        clerk.add_membership(user_id, orgs[i // ORG_MEMBERS])
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    cache = make_cache(target, clerk.url)
+    for user_id in [*USERS, survivor]:
+        cache.get_memberships(user_id)
+    # a revoking event per user (membership deleted), and an org deletion after every fourth
+    deliveries: list[Delivery] = []
+    for i, user_id in enumerate(USERS):
+        body, headers = signed_event(secret, clerk.remove_membership(user_id, acme))
+        deliveries.append(Delivery(body, headers, [(user_id, acme)]))
+        if i % ORG_MEMBERS == ORG_MEMBERS - 1:
+            org = orgs[i // ORG_MEMBERS]
+            members = [u for u in USERS[i - ORG_MEMBERS + 1 : i + 1]]
+            body, headers = signed_event(secret, clerk.delete_org(org))
+            deliveries.append(Delivery(body, headers, [(u, org) for u in members]))
 
-        env = stack_env(
-            topology.primary.url,
-            clerk,
-            secret,
-            REDIS_SENTINELS=sentinels,
-            REDIS_SENTINEL_MASTER=topology.master_name,
-            REDIS_WAIT_REPLICAS=wait,
-            REDIS_WAIT_TIMEOUT_MS="500",
-            WEB_CONCURRENCY="3",
-            WORKER_SWEEP_SECONDS="1",
+    env = stack_env(
+        topology.primary.url,
+        clerk,
+        secret,
+        REDIS_SENTINELS=sentinels,
+        REDIS_SENTINEL_MASTER=topology.master_name,
+        REDIS_WAIT_REPLICAS=wait,
+        REDIS_WAIT_TIMEOUT_MS="500",
+        WEB_CONCURRENCY="3",
+        WORKER_SWEEP_SECONDS="1",
+    )
+    with open(tmp_path / "stack.log", "wb") as log, LocalStack(env, log=log) as stack:
+        url = stack.url + "/webhooks/clerk"
+        session = requests.Session()
+
+        def deliver(delivery: Delivery) -> bool:
+            try:
+                status = session.post(url, data=delivery.body, headers=delivery.headers, timeout=15).status_code
+            except requests.RequestException:
+                status = 0  # a timeout or a reset: Svix retries it like a 5xx
+            delivery.attempts.append(status)
+            assert status in (0, 200, 503), status
+            if status == 200 and delivery.acked_at is None:
+                delivery.acked_at = time.monotonic()
+            return status == 200
+
+        lookups = Lookups(cache)
+        looking = threading.Thread(target=lookups.run, daemon=True)
+        looking.start()
+        queue = list(deliveries)
+        for delivery in queue[:10]:  # before the failover
+            assert deliver(delivery)
+        queue = queue[10:]
+        old = topology.primary
+        for replica in topology.replicas:
+            replica.client_pause(1000, "WRITE")  # the replicas hold back what the primary sends them
+        paused = time.monotonic()
+        lock = threading.Lock()
+
+        def sender() -> None:  # Svix sends in parallel; with WAIT each delivery now blocks up to 500 ms
+            while time.monotonic() - paused < 0.3:
+                with lock:
+                    if not queue:
+                        return
+                    delivery = queue.pop(0)
+                deliver(delivery)
+
+        senders = [threading.Thread(target=sender) for _ in range(3)]
+        for thread in senders:
+            thread.start()
+        time.sleep(max(0.0, 0.4 - (time.monotonic() - paused)))
+        topology.kill_primary()  # while the replicas are still paused: what they hold back is lost
+        killed = time.monotonic()
+        for thread in senders:
+            thread.join(20)
+        during = [d for d in deliveries[10:] if d.attempts]  # first sent while the replicas were paused
+        # Svix's retries, compressed: redeliver everything not acknowledged until all are
+        deadline = killed + 60
+        while any(d.acked_at is None for d in deliveries):
+            assert time.monotonic() < deadline, "events were still refused a minute after the kill"
+            for delivery in [d for d in deliveries if d.acked_at is None]:
+                deliver(delivery)
+            time.sleep(0.05)
+        first_after = min((d.acked_at for d in deliveries if d.acked_at and d.acked_at > killed), default=None)
+        lookups.stop.set()
+        looking.join(10)
+
+        # every acknowledged revocation holds on the new primary: looked up afresh, and in Redis itself
+        fresh = make_cache(target, clerk.url)
+        new_primary = Redis.from_url(topology.primary.url, decode_responses=True)
+        stale_events = 0
+        for delivery in deliveries:
+            stale_pairs = [
+                (user_id, org)
+                for user_id, org in delivery.revokes
+                if fresh.get_membership(user_id, org) is not None
+                or org in (new_primary.get(f"user-orgs:{user_id}") or "")
+            ]
+            stale_events += bool(stale_pairs)
+        assert fresh.stats.snapshot()["redis_fallbacks"] == 0  # the check read Redis, not Clerk
+
+        refused_during = sum(1 for d in during for status in d.attempts if status != 200)
+        acked_during_pause = sum(1 for d in during if d.attempts[0] == 200)
+        report = (
+            f"{wait=}: {len(deliveries)} events; {len(during)} sent while the replicas were paused "
+            f"({acked_during_pause} acknowledged at once); {refused_during} refused or timed out during the "
+            f"failover; {stale_events} acknowledged revocation(s) lost; lookups {lookups.done} answered, "
+            f"{lookups.errors} errors; failover: first 2xx {first_after - killed if first_after else -1:.1f} s "
+            "after the kill"
         )
-        with open(tmp_path / "stack.log", "wb") as log, LocalStack(env, log=log) as stack:
-            url = stack.url + "/webhooks/clerk"
-            session = requests.Session()
-
-            def deliver(delivery: Delivery) -> bool:
-                try:
-                    status = session.post(url, data=delivery.body, headers=delivery.headers, timeout=15).status_code
-                except requests.RequestException:
-                    status = 0  # a timeout or a reset: Svix retries it like a 5xx
-                delivery.attempts.append(status)
-                assert status in (0, 200, 503), status
-                if status == 200 and delivery.acked_at is None:
-                    delivery.acked_at = time.monotonic()
-                return status == 200
-
-            lookups = Lookups(cache)
-            looking = threading.Thread(target=lookups.run, daemon=True)
-            looking.start()
-            queue = list(deliveries)
-            for delivery in queue[:10]:  # before the failover
-                assert deliver(delivery)
-            queue = queue[10:]
-            old = topology.primary
-            for replica in topology.replicas:
-                replica.client_pause(1000, "WRITE")  # the replicas hold back what the primary sends them
-            paused = time.monotonic()
-            lock = threading.Lock()
-
-            def sender() -> None:  # Svix sends in parallel; with WAIT each delivery now blocks up to 500 ms
-                while time.monotonic() - paused < 0.3:
-                    with lock:
-                        if not queue:
-                            return
-                        delivery = queue.pop(0)
-                    deliver(delivery)
-
-            senders = [threading.Thread(target=sender) for _ in range(3)]
-            for thread in senders:
-                thread.start()
-            time.sleep(max(0.0, 0.4 - (time.monotonic() - paused)))
-            topology.kill_primary()  # while the replicas are still paused: what they hold back is lost
-            killed = time.monotonic()
-            for thread in senders:
-                thread.join(20)
-            during = [d for d in deliveries[10:] if d.attempts]  # first sent while the replicas were paused
-            # Svix's retries, compressed: redeliver everything not acknowledged until all are
-            deadline = killed + 60
-            while any(d.acked_at is None for d in deliveries):
-                assert time.monotonic() < deadline, "events were still refused a minute after the kill"
-                for delivery in [d for d in deliveries if d.acked_at is None]:
-                    deliver(delivery)
-                time.sleep(0.05)
-            first_after = min((d.acked_at for d in deliveries if d.acked_at and d.acked_at > killed), default=None)
-            lookups.stop.set()
-            looking.join(10)
-
-            # every acknowledged revocation holds on the new primary: looked up afresh, and in Redis itself
-            fresh = MembershipCache(cache_redis(target), ClerkClient(CLERK_KEY, clerk.url))
-            new_primary = Redis.from_url(topology.primary.url, decode_responses=True)
-            stale_events = 0
-            for delivery in deliveries:
-                stale_pairs = [
-                    (user_id, org)
-                    for user_id, org in delivery.revokes
-                    if fresh.get_membership(user_id, org) is not None
-                    or org in (new_primary.get(f"user-orgs:{user_id}") or "")
-                ]
-                stale_events += bool(stale_pairs)
-            assert fresh.stats.snapshot()["redis_fallbacks"] == 0  # the check read Redis, not Clerk
-
-            refused_during = sum(1 for d in during for status in d.attempts if status != 200)
-            acked_during_pause = sum(1 for d in during if d.attempts[0] == 200)
-            report = (
-                f"{wait=}: {len(deliveries)} events; {len(during)} sent while the replicas were paused "
-                f"({acked_during_pause} acknowledged at once); {refused_during} refused or timed out during the "
-                f"failover; {stale_events} acknowledged revocation(s) lost; lookups {lookups.done} answered, "
-                f"{lookups.errors} errors; failover: first 2xx {first_after - killed if first_after else -1:.1f} s "
-                "after the kill"
-            )
-            with capsys.disabled():
-                print("\n" + report)
-            if wait == "auto":
-                assert stale_events == 0, report
-                assert lookups.errors == 0, report
-                # web and worker go on on the new primary, with no restart: a role change is re-warmed
-                body, headers = signed_event(secret, clerk.update_membership(survivor, stays, "org:admin"))
-                assert session.post(url, data=body, headers=headers, timeout=15).status_code == 200
-                wait_until(lambda: "org:admin" in (new_primary.get(f"user-orgs:{survivor}") or ""), 30)
-                # the killed node comes back as a replica, and events are acknowledged by both replicas again
-                topology.restart_as_replica(old)
-                body, headers = signed_event(secret, clerk.update_membership(survivor, stays, "org:member"))
-                late = Delivery(body, headers, [])
-                wait_until(lambda: deliver(late), 20, what="an event acknowledged after the rejoin", poll_s=0.2)
-                assert new_primary.info("replication")["connected_slaves"] == 2
-            else:
-                assert stale_events > 0, "WAIT off lost nothing: the test could not see a lost revocation"
-            new_primary.close()
+        with capsys.disabled():
+            print("\n" + report)
+        if wait == "auto":
+            assert stale_events == 0, report
+            assert lookups.errors == 0, report
+            # web and worker go on on the new primary, with no restart: a role change is re-warmed
+            body, headers = signed_event(secret, clerk.update_membership(survivor, stays, "org:admin"))
+            assert session.post(url, data=body, headers=headers, timeout=15).status_code == 200
+            wait_until(lambda: "org:admin" in (new_primary.get(f"user-orgs:{survivor}") or ""), 30)
+            # the killed node comes back as a replica, and events are acknowledged by both replicas again
+            topology.restart_as_replica(old)
+            body, headers = signed_event(secret, clerk.update_membership(survivor, stays, "org:member"))
+            late = Delivery(body, headers, [])
+            wait_until(lambda: deliver(late), 20, what="an event acknowledged after the rejoin", poll_s=0.2)
+            assert new_primary.info("replication")["connected_slaves"] == 2
+        else:
+            assert stale_events > 0, "WAIT off lost nothing: the test could not see a lost revocation"
+        new_primary.close()

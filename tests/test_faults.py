@@ -5,39 +5,32 @@ from __future__ import annotations
 
 import random
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from redis import Redis
 
-from cache import ClerkClient, ClerkUnavailable, MembershipCache
-from cache.connections import cache_redis
+from cache import ClerkUnavailable
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, sign, signed_event
-from devstack.stack import REPO, LocalStack
+from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, stack_env
-
-ALICE = "user_2alice000000000000000000000"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """These tests stop and restart Redis, so each gets a server of its own."""
-    with RedisServer() as server:
-        yield server
-
-
-def start_worker(env: dict[str, str], log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+from tests.support import (
+    ALICE,
+    CLERK_KEY,
+    cached_member,
+    cached_users,
+    held_leases,
+    make_cache,
+    pending_users,
+    queued_jobs,
+    stack_env,
+    stashed_users,
+)
 
 
 def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
@@ -45,104 +38,94 @@ def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
 ) -> None:
     clerk.add_membership(ALICE, clerk.create_org("Acme")["data"]["id"])
     clerk.latency_s = 1.0
-    slow = MembershipCache(
-        cache_redis(redis_server.url),
-        ClerkClient(CLERK_KEY, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0),
-    )
+    slow = make_cache(redis_server.url, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0)
     started = time.perf_counter()
     with pytest.raises(ClerkUnavailable, match="Timeout"):
         slow.get_memberships(ALICE)
     assert time.perf_counter() - started < 2.5
-    assert redis.keys("user-orgs*") == []
+    assert cached_users(redis) == [] and held_leases(redis) == [] and stashed_users(redis) == []
 
 
 def test_redis_restarting_under_a_stream_of_events_loses_no_acknowledged_event(
-    own_redis: RedisServer, tmp_path: Path
+    own_redis: RedisServer, clerk: ClerkStandIn, tmp_path: Path
 ) -> None:
     """Events are redelivered after a 503, as Svix does. Every acknowledged removal must hold
     at once, and at the end every lookup agrees with Clerk."""
     secret = new_signing_secret()
     rng = random.Random(7)
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        orgs = [clerk.create_org(f"Org {i}")["data"]["id"] for i in range(3)]
-        users = [f"user_2stream{i}" for i in range(6)]
-        env = stack_env(own_redis.url, clerk, secret)
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
+    orgs = [clerk.create_org(f"Org {i}")["data"]["id"] for i in range(3)]
+    users = [f"user_2stream{i}" for i in range(6)]
+    env = stack_env(own_redis.url, clerk, secret)
+    cache = make_cache(own_redis.url, clerk.url)
+    with LocalStack(env, log=open(tmp_path / "stack.log", "wb")) as stack:
 
-            def outage_then_empty_restart() -> None:
-                time.sleep(1.0)
-                own_redis.stop()  # a crash: all data gone
-                time.sleep(0.5)
-                own_redis.start()  # empty, same port
+        def outage_then_empty_restart() -> None:
+            time.sleep(1.0)
+            own_redis.stop()  # a crash: all data gone
+            time.sleep(0.5)
+            own_redis.start()  # empty, same port
 
-            outage = threading.Thread(target=outage_then_empty_restart)
-            outage.start()
-            unavailable = stale = 0
-            started = time.monotonic()
-            while time.monotonic() - started < 4.0:
-                user_id, org_id = rng.choice(users), rng.choice(orgs)
-                member = any(m["organization"]["id"] == org_id for m in clerk.memberships_of(user_id))
-                cache.get_memberships(user_id)
-                event = clerk.remove_membership(user_id, org_id) if member else clerk.add_membership(user_id, org_id)
-                body, headers = signed_event(secret, event)
-                while True:  # Svix: retry until 2xx
-                    try:
-                        status = requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
-                    except requests.RequestException:
-                        status = None
-                    if status is not None and status.status_code == 200:
-                        break
-                    assert status is None or status.status_code == 503
-                    unavailable += 1
-                    assert unavailable < 200, "the intake did not recover after Redis came back"
-                    time.sleep(0.05)
-                if member and cache.get_membership(user_id, org_id) is not None:
-                    stale += 1
-            outage.join()
-            assert unavailable > 0  # the outage happened mid-stream
-            assert stale == 0
-            redis = Redis.from_url(own_redis.url)
-            wait_until(
-                lambda: (
-                    not redis.llen("rq:queue:clerk-org-cache") and not redis.scard("clerk-org-cache:pending-refresh")
-                )
-            )
-            for user_id in users:
-                want = sorted(m["organization"]["id"] for m in clerk.memberships_of(user_id))
-                assert sorted(m.organization_id for m in cache.get_memberships(user_id)) == want
-            redis.close()
+        outage = threading.Thread(target=outage_then_empty_restart)
+        outage.start()
+        unavailable = stale = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            user_id, org_id = rng.choice(users), rng.choice(orgs)
+            member = any(m["organization"]["id"] == org_id for m in clerk.memberships_of(user_id))
+            cache.get_memberships(user_id)
+            event = clerk.remove_membership(user_id, org_id) if member else clerk.add_membership(user_id, org_id)
+            body, headers = signed_event(secret, event)
+            while True:  # Svix: retry until 2xx
+                try:
+                    status = requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
+                except requests.RequestException:
+                    status = None
+                if status is not None and status.status_code == 200:
+                    break
+                assert status is None or status.status_code == 503
+                unavailable += 1
+                assert unavailable < 200, "the intake did not recover after Redis came back"
+                time.sleep(0.05)
+            if member and cache.get_membership(user_id, org_id) is not None:
+                stale += 1
+        outage.join()
+        assert unavailable > 0  # the outage happened mid-stream
+        assert stale == 0
+        redis = Redis.from_url(own_redis.url)
+        wait_until(lambda: not queued_jobs(redis) and not pending_users(redis))
+        for user_id in users:
+            want = sorted(m["organization"]["id"] for m in clerk.memberships_of(user_id))
+            assert sorted(m.organization_id for m in cache.get_memberships(user_id)) == want
+        redis.close()
 
 
-def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, tmp_path: Path) -> None:
+def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, clerk: ClerkStandIn, tmp_path: Path) -> None:
     secret = new_signing_secret()
     log_path = tmp_path / "stack.log"
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        clerk.add_membership(ALICE, acme)
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        cache.get_memberships(ALICE)
-        bodies: list[str] = []
-        with open(log_path, "wb") as log, LocalStack(stack_env(own_redis.url, clerk, secret), log=log) as stack:
-            url = stack.url + "/webhooks/clerk"
-            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:admin"))
-            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
-            bodies.append(requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=15).text)
-            bodies.append(requests.post(url, data=body, headers=sign(new_signing_secret(), body), timeout=15).text)
-            clerk.fail_next(50, status=401)  # the worker's Clerk calls are refused: it logs the failure
-            body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:member"))
-            bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
-            time.sleep(1.0)
-        text = log_path.read_text(errors="replace") + "".join(bodies)
+    acme = cached_member(clerk, make_cache(own_redis.url, clerk.url), ALICE)
+    bodies: list[str] = []
+    with open(log_path, "wb") as log, LocalStack(stack_env(own_redis.url, clerk, secret), log=log) as stack:
+        url = stack.url + "/webhooks/clerk"
+        body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:admin"))
+        bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+        bodies.append(requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=15).text)
+        bodies.append(requests.post(url, data=body, headers=sign(new_signing_secret(), body), timeout=15).text)
+        clerk.fail_next(50, status=401)  # the worker's Clerk calls are refused: it logs the failure
+        body, headers = signed_event(secret, clerk.update_membership(ALICE, acme, "org:member"))
+        bodies.append(requests.post(url, data=body, headers=headers, timeout=15).text)
+        time.sleep(1.0)
+    text = log_path.read_text(errors="replace") + "".join(bodies)
     assert "refresh failed" in text  # the worker did log the Clerk failure...
     for value in (secret, secret.removeprefix("whsec_"), CLERK_KEY):
         assert value not in text  # ...and no secret anywhere
 
 
-def test_an_oversize_streamed_body_is_refused_without_reading_it_all(own_redis: RedisServer) -> None:
+def test_an_oversize_streamed_body_is_refused_without_reading_it_all(
+    own_redis: RedisServer, clerk: ClerkStandIn
+) -> None:
     """Chunked transfer (no Content-Length) of 2 MiB against the real gunicorn process."""
     secret = new_signing_secret()
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk, LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
+    with LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
         with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
             received: list[bytes] = []
 

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,15 +19,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from cache import ClerkUnavailable, MembershipCache
+from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import new_message_id, new_signing_secret, signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.conftest import CLERK_KEY, METRICS_AUTH, SIGNING_SECRET, post_event, stack_env
-
-ALICE = "user_2alice000000000000000000000"
-BOB = "user_2bob00000000000000000000000"
+from tests.support import (
+    ALICE,
+    CLERK_KEY,
+    METRICS_AUTH,
+    SIGNING_SECRET,
+    intake_client,
+    make_cache,
+    post_event,
+    stack_env,
+    start_process,
+    stop_process,
+    unreachable_redis_url,
+)
 
 
 def scraped_value(client: FlaskClient, name: str, **labels: str) -> float:
@@ -89,7 +101,7 @@ def test_cache_and_intake_metrics_move_as_expected(
         wait_until(lambda: cache.stats.snapshot()["waits"] >= 1, 5)
     first.join(5)
     second.join(5)
-    redis.delete(f"user-orgs:{ALICE}")
+    redis.delete(user_orgs_key(ALICE))
     with clerk.hold(ALICE) as gate:  # a fill refused because an invalidation won
         reader = threading.Thread(target=lambda: results.append(cache.get_memberships(ALICE)))
         reader.start()
@@ -97,14 +109,10 @@ def test_cache_and_intake_metrics_move_as_expected(
         cache.invalidate(ALICE)
     reader.join(5)
 
-    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    from cache import ClerkClient
-    from cache.connections import cache_redis
-    from webhook import create_app
-
-    without_redis = MembershipCache(cache_redis(dead_redis), ClerkClient(CLERK_KEY, clerk.url))
+    dead_redis = unreachable_redis_url()
+    without_redis = make_cache(dead_redis, clerk.url)
     assert without_redis.get_memberships(ALICE)  # answered by Clerk: a redis_fallback
-    broken = create_app({"REDIS_URL": dead_redis, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}).test_client()
+    broken = intake_client(dead_redis)
     assert post_event(broken, clerk.update_membership(ALICE, acme, "org:member")).status_code == 503
 
     after = {(n, tuple(sorted(lbl.items()))): scraped_value(client, n, **lbl) for n, lbl in names}
@@ -129,69 +137,65 @@ def test_cache_and_intake_metrics_move_as_expected(
     }
 
 
-def test_procfile_processes_expose_metrics_and_log_json(tmp_path: Path) -> None:
+def test_procfile_processes_expose_metrics_and_log_json(
+    own_redis: RedisServer, clerk: ClerkStandIn, tmp_path: Path
+) -> None:
     """gunicorn with 2 workers sums its workers' counters; the worker serves its own metrics port."""
     secret = new_signing_secret()
     worker_port = free_port()
     log_path = tmp_path / "stack.log"
-    with RedisServer() as redis_server, ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        env = stack_env(redis_server.url, clerk, secret, WEB_CONCURRENCY="2", WORKER_METRICS_PORT=str(worker_port))
-        from cache import ClerkClient
-        from cache.connections import cache_redis
-
-        cache = MembershipCache(cache_redis(redis_server.url), ClerkClient(CLERK_KEY, clerk.url))
-        users = [f"user_2obs{i}" for i in range(6)]
+    acme = clerk.create_org("Acme")["data"]["id"]
+    env = stack_env(own_redis.url, clerk, secret, WEB_CONCURRENCY="2", WORKER_METRICS_PORT=str(worker_port))
+    cache = make_cache(own_redis.url, clerk.url)
+    users = [f"user_2obs{i}" for i in range(6)]
+    for user_id in users:
+        clerk.add_membership(user_id, acme)
+        cache.get_memberships(user_id)
+    with open(log_path, "wb") as log, LocalStack(env, log=log) as stack:
         for user_id in users:
-            clerk.add_membership(user_id, acme)
-            cache.get_memberships(user_id)
-        with open(log_path, "wb") as log, LocalStack(env, log=log) as stack:
-            for user_id in users:
-                body, headers = signed_event(secret, clerk.update_membership(user_id, acme, "org:admin"))
-                assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=10).ok
-            wait_until(lambda: all(b"org:admin" in (cache.redis.get(f"user-orgs:{u}") or b"") for u in users))
-            url = stack.url + "/webhooks/clerk"
-            body, headers = signed_event(secret, clerk.update_membership(users[0], acme, "org:member"))
-            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "processed"}
-            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "duplicate"}
-            body, headers = signed_event(secret, {"type": "session.created", "data": {}})
-            assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "ignored"}
-            assert (
-                requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=10).status_code
-                == 401
-            )
-            assert requests.get(stack.url + "/metrics", timeout=10).status_code == 401
-            web = scrape(requests.get(stack.url + "/metrics", headers=METRICS_AUTH, timeout=10).text)
-            assert (
-                web[
-                    (
-                        "clerk_org_cache_events_total",
-                        (("outcome", "duplicate"), ("type", "organizationMembership.updated")),
-                    )
-                ]
-                == 1
-            )
-            assert web[("clerk_org_cache_events_total", (("outcome", "ignored"), ("type", "other")))] == 1
-            assert (
-                web[("clerk_org_cache_events_total", (("outcome", "rejected_invalid_signature"), ("type", "unknown")))]
-                == 1
-            )
-            assert web[("clerk_org_cache_intake_seconds_count", ())] == 10
-            processed = web[
+            body, headers = signed_event(secret, clerk.update_membership(user_id, acme, "org:admin"))
+            assert requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=10).ok
+        wait_until(lambda: all(b"org:admin" in (cache.redis.get(user_orgs_key(u)) or b"") for u in users))
+        url = stack.url + "/webhooks/clerk"
+        body, headers = signed_event(secret, clerk.update_membership(users[0], acme, "org:member"))
+        assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "processed"}
+        assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "duplicate"}
+        body, headers = signed_event(secret, {"type": "session.created", "data": {}})
+        assert requests.post(url, data=body, headers=headers, timeout=10).json() == {"status": "ignored"}
+        assert (
+            requests.post(url, data=body, headers={**headers, "svix-signature": "v1,x"}, timeout=10).status_code == 401
+        )
+        assert requests.get(stack.url + "/metrics", timeout=10).status_code == 401
+        web = scrape(requests.get(stack.url + "/metrics", headers=METRICS_AUTH, timeout=10).text)
+        assert (
+            web[
                 (
                     "clerk_org_cache_events_total",
-                    (("outcome", "processed"), ("type", "organizationMembership.updated")),
+                    (("outcome", "duplicate"), ("type", "organizationMembership.updated")),
                 )
             ]
-            assert processed == 7.0  # summed over both gunicorn workers
-            wait_until(lambda: _worker_metric(worker_port, "clerk_org_cache_refreshes_total", outcome="refreshed") >= 6)
-            assert _worker_metric(worker_port, "clerk_org_cache_jobs_total", kind="drain", outcome="succeeded") >= 1
-            assert _worker_metric(worker_port, "clerk_org_cache_job_seconds_count", kind="drain") >= 1
-            assert _worker_metric(worker_port, "clerk_org_cache_clerk_responses_total", status="200") >= 6
-            assert _worker_metric(worker_port, "clerk_org_cache_fills_total", outcome="stored") >= 6
-            assert _worker_metric(worker_port, "clerk_org_cache_queue_depth", what="rq_jobs") == 0
-            assert _worker_metric(worker_port, "clerk_org_cache_oldest_job_age_seconds") == 0
-            time.sleep(0.2)
+            == 1
+        )
+        assert web[("clerk_org_cache_events_total", (("outcome", "ignored"), ("type", "other")))] == 1
+        assert (
+            web[("clerk_org_cache_events_total", (("outcome", "rejected_invalid_signature"), ("type", "unknown")))] == 1
+        )
+        assert web[("clerk_org_cache_intake_seconds_count", ())] == 10
+        processed = web[
+            (
+                "clerk_org_cache_events_total",
+                (("outcome", "processed"), ("type", "organizationMembership.updated")),
+            )
+        ]
+        assert processed == 7.0  # summed over both gunicorn workers
+        wait_until(lambda: _worker_metric(worker_port, "clerk_org_cache_refreshes_total", outcome="refreshed") >= 6)
+        assert _worker_metric(worker_port, "clerk_org_cache_jobs_total", kind="drain", outcome="succeeded") >= 1
+        assert _worker_metric(worker_port, "clerk_org_cache_job_seconds_count", kind="drain") >= 1
+        assert _worker_metric(worker_port, "clerk_org_cache_clerk_responses_total", status="200") >= 6
+        assert _worker_metric(worker_port, "clerk_org_cache_fills_total", outcome="stored") >= 6
+        assert _worker_metric(worker_port, "clerk_org_cache_queue_depth", what="rq_jobs") == 0
+        assert _worker_metric(worker_port, "clerk_org_cache_oldest_job_age_seconds") == 0
+        time.sleep(0.2)
     lines = [
         line.split(" | ", 1)[1]
         for line in log_path.read_text().splitlines()
@@ -227,14 +231,10 @@ def test_request_id_is_kept_echoed_and_logged(client: FlaskClient, caplog: Any) 
 
 def test_metrics_are_not_for_the_internet(redis_server: RedisServer, redis: Redis) -> None:
     """Without METRICS_TOKEN the path does not exist; with it, only the bearer of the token gets a byte."""
-    from webhook import create_app
-
-    closed = create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}).test_client()
+    closed = intake_client(redis_server.url)
     response = closed.get("/metrics")
     assert response.status_code == 404 and b"clerk_org_cache" not in response.data
-    guarded = create_app(
-        {"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "METRICS_TOKEN": "x" * 32}
-    ).test_client()
+    guarded = intake_client(redis_server.url, METRICS_TOKEN="x" * 32)
     for headers in ({}, {"Authorization": "Bearer " + "y" * 32}, {"Authorization": "Basic " + "x" * 32}):
         response = guarded.get("/metrics", headers=headers)
         assert response.status_code == 401 and b"clerk_org_cache" not in response.data
@@ -245,22 +245,17 @@ def test_metrics_are_not_for_the_internet(redis_server: RedisServer, redis: Redi
 
 def test_a_line_logged_inside_a_request_under_gunicorn_carries_its_request_id(tmp_path: Path) -> None:
     """gunicorn applies its own logging config in every worker; the request-id filter is part of it."""
-    import subprocess
-    import sys
-
-    from devstack.stack import REPO
-
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens: recording the event fails
+        "REDIS_URL": unreachable_redis_url(),  # nothing listens: recording the event fails
         "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
     }
     log_path = tmp_path / "web.log"
     with open(log_path, "wb") as log:
-        web = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=REPO, env=env, stdout=log, stderr=log)
+        web = start_process("web", env, log)
     try:
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, what="gunicorn")
         body, headers = signed_event(SIGNING_SECRET, {"type": "user.deleted", "data": {"id": ALICE}})
@@ -268,8 +263,7 @@ def test_a_line_logged_inside_a_request_under_gunicorn_carries_its_request_id(tm
         assert response.status_code == 503
         request_id = response.headers["X-Request-ID"]
     finally:
-        web.terminate()
-        web.wait(20)
+        stop_process(web, 20)
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     failure = [r for r in records if r["message"].startswith("could not record the event")]
     assert [r.get("request_id") for r in failure] == [request_id], records
@@ -287,9 +281,6 @@ def _answers(url: str) -> bool:
 
 def test_importing_the_library_registers_only_lookup_metrics() -> None:
     """App processes import cache: their own /metrics must not show the intake's or the worker's."""
-    import subprocess
-    import sys
-
     script = (
         "import sys, cache, prometheus_client\n"
         "names = sorted(m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith('clerk_'))\n"

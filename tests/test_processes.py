@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
 from redis import Redis
 
-from cache import ClerkClient, MembershipCache
-from cache.connections import cache_redis
+from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
-from devstack.stack import REPO, LocalStack
-from tests.conftest import CLERK_KEY, stack_env
-
-ALICE = "user_2alice000000000000000000000"
-
-
-def run_module(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", module], env={**base, **env}, capture_output=True, text=True, timeout=30, cwd=REPO
-    )
+from devstack.stack import LocalStack
+from tests.support import ALICE, bare_env, make_cache, orgs_with_member, run_module, stack_env, stored
 
 
 @pytest.mark.parametrize(
@@ -48,7 +34,7 @@ def run_module(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 def test_a_process_missing_configuration_exits_with_one_line_naming_it(
     module: str, env: dict[str, str], variable: str
 ) -> None:
-    result = run_module(module, env)
+    result = run_module(module, env=bare_env(**env), timeout_s=30)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], result.stderr
@@ -57,54 +43,45 @@ def test_a_process_missing_configuration_exits_with_one_line_naming_it(
             assert value not in result.stderr  # secrets are never echoed
 
 
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    """This module stops and restarts Redis, so it gets a server of its own."""
-    with RedisServer() as server:
-        yield server
-
-
-def test_procfile_stack_processes_events_and_survives_a_redis_outage(own_redis: RedisServer, tmp_path: object) -> None:
+def test_procfile_stack_processes_events_and_survives_a_redis_outage(
+    own_redis: RedisServer, clerk: ClerkStandIn
+) -> None:
+    """This test stops and restarts Redis, so it runs on a server of its own."""
     secret = new_signing_secret()
-    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
-        acme = clerk.create_org("Acme")["data"]["id"]
-        globex = clerk.create_org("Globex")["data"]["id"]
-        clerk.add_membership(ALICE, acme)
-        clerk.add_membership(ALICE, globex)
-        env = stack_env(own_redis.url, clerk, secret)
-        cache = MembershipCache(cache_redis(own_redis.url), ClerkClient(CLERK_KEY, clerk.url))
-        redis = Redis.from_url(own_redis.url, decode_responses=True)
-        with LocalStack(env, log=subprocess.DEVNULL) as stack:  # type: ignore[arg-type]
+    acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex")
+    env = stack_env(own_redis.url, clerk, secret)
+    cache = make_cache(own_redis.url, clerk.url)
+    redis = Redis.from_url(own_redis.url, decode_responses=True)
+    with LocalStack(env, log=subprocess.DEVNULL) as stack:  # type: ignore[arg-type]
 
-            def post(event: dict[str, object]) -> requests.Response:
-                body, headers = signed_event(secret, event)
-                return requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
+        def post(event: dict[str, object]) -> requests.Response:
+            body, headers = signed_event(secret, event)
+            return requests.post(stack.url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
 
-            assert requests.get(stack.url + "/healthz", timeout=5).status_code == 200
-            assert requests.get(stack.url + "/readyz", timeout=5).status_code == 200
-            assert len(cache.get_memberships(ALICE)) == 2
+        assert requests.get(stack.url + "/healthz", timeout=5).status_code == 200
+        assert requests.get(stack.url + "/readyz", timeout=5).status_code == 200
+        assert len(cache.get_memberships(ALICE)) == 2
 
-            response = post(clerk.remove_membership(ALICE, acme))
-            assert response.status_code == 200 and response.json() == {"status": "processed"}
-            assert redis.exists(f"user-orgs:{ALICE}") == 0
-            deadline = time.monotonic() + 15
-            while not redis.exists(f"user-orgs:{ALICE}") and time.monotonic() < deadline:
-                time.sleep(0.02)  # the worker process refreshes the key
-            stored = json.loads(redis.get(f"user-orgs:{ALICE}") or "null")
-            assert [m["organizationId"] for m in stored] == [globex]
+        response = post(clerk.remove_membership(ALICE, acme))
+        assert response.status_code == 200 and response.json() == {"status": "processed"}
+        assert redis.exists(user_orgs_key(ALICE)) == 0
+        deadline = time.monotonic() + 15
+        while not redis.exists(user_orgs_key(ALICE)) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the worker process refreshes the key
+        assert [m["organizationId"] for m in stored(redis, ALICE)] == [globex]
 
-            own_redis.stop()
-            started = time.perf_counter()
-            response = post(clerk.add_membership(ALICE, acme))
-            assert response.status_code == 503 and response.json()["error"] == "unavailable"
-            assert time.perf_counter() - started < 10  # well inside Svix's 15 s
-            assert requests.get(stack.url + "/readyz", timeout=5).status_code == 503
-            assert {m.organization_id for m in cache.get_memberships(ALICE)} == {acme, globex}  # from Clerk
+        own_redis.stop()
+        started = time.perf_counter()
+        response = post(clerk.add_membership(ALICE, acme))
+        assert response.status_code == 503 and response.json()["error"] == "unavailable"
+        assert time.perf_counter() - started < 10  # well inside Svix's 15 s
+        assert requests.get(stack.url + "/readyz", timeout=5).status_code == 503
+        assert {m.organization_id for m in cache.get_memberships(ALICE)} == {acme, globex}  # from Clerk
 
-            own_redis.start()  # empty, same port: the processes reconnect without a restart
-            deadline = time.monotonic() + 10
-            while requests.get(stack.url + "/readyz", timeout=5).status_code != 200:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-            assert post(clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200
-        redis.close()
+        own_redis.start()  # empty, same port: the processes reconnect without a restart
+        deadline = time.monotonic() + 10
+        while requests.get(stack.url + "/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert post(clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200
+    redis.close()

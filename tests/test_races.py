@@ -11,11 +11,9 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import MembershipCache
-from cache.contract import decode_memberships
+from cache.contract import decode_memberships, user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
-from tests.conftest import cached_member, post_event, wait_until_drained
-
-ALICE = "user_2alice000000000000000000000"
+from tests.support import ALICE, cached_member, lease_held, post_event, wait_until_drained
 
 
 def held_lookup(cache: MembershipCache, clerk: ClerkStandIn, user_id: str, during: Callable[[], None]) -> list[Any]:
@@ -32,7 +30,7 @@ def held_lookup(cache: MembershipCache, clerk: ClerkStandIn, user_id: str, durin
 
 
 def cached(redis: Redis, user_id: str) -> list[tuple[str, str, str]] | None:
-    raw = redis.get(f"user-orgs:{user_id}")
+    raw = redis.get(user_orgs_key(user_id))
     if raw is None:
         return None
     return sorted((m.organization_id, m.organization_name, m.role) for m in decode_memberships(raw))
@@ -155,7 +153,7 @@ def test_org_event_voids_a_first_fill_not_yet_in_the_org_index(
 
     held_lookup(cache, clerk, ALICE, org_changes)
     assert cached(redis, ALICE) is None
-    assert redis.exists(f"user-orgs-lease:{ALICE}") == 0  # a refused fill gives the lease back
+    assert not lease_held(redis, ALICE)  # a refused fill gives the lease back
     assert [(m.organization_id, m.organization_name) for m in cache.get_memberships(ALICE)] == (
         [(acme, "Acme Renamed")] if change == "rename" else []
     )

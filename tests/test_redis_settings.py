@@ -9,21 +9,19 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
+from cache.contract import user_orgs_key
 from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id
 from service.redis_checks import risky_settings
-from tests.conftest import SIGNING_SECRET, post_event
-from webhook import create_app
-
-ALICE = "user_2alice000000000000000000000"
+from tests.support import ALICE, intake_client, post_event, queued_jobs
 
 
 @pytest.fixture
-def scratch_redis() -> Iterator[Redis]:
-    with RedisServer() as server:
-        client = Redis.from_url(server.url, decode_responses=True)
-        yield client
-        client.close()
+def scratch_redis(own_redis: RedisServer) -> Iterator[Redis]:
+    """A client on a server of this test's own, whose settings it changes."""
+    client = Redis.from_url(own_redis.url, decode_responses=True)
+    yield client
+    client.close()
 
 
 def test_safe_settings_give_no_warning(scratch_redis: Redis) -> None:
@@ -52,10 +50,9 @@ def test_aof_without_fsync_always_is_named(scratch_redis: Redis) -> None:
     assert risky_settings(scratch_redis) == []
 
 
-def test_a_full_redis_still_accepts_a_revocation(scratch_redis: Redis) -> None:
-    url = "redis://127.0.0.1:{}/0".format(scratch_redis.connection_pool.connection_kwargs["port"])
-    client: FlaskClient = create_app({"REDIS_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET}).test_client()
-    scratch_redis.set(f"user-orgs:{ALICE}", json.dumps([{"organizationId": "org_2acme"}]))
+def test_a_full_redis_still_accepts_a_revocation(own_redis: RedisServer, scratch_redis: Redis) -> None:
+    client: FlaskClient = intake_client(own_redis.url)
+    scratch_redis.set(user_orgs_key(ALICE), json.dumps([{"organizationId": "org_2acme"}]))
     used = int(scratch_redis.info("memory")["used_memory"])
     scratch_redis.config_set("maxmemory", str(used + 200_000))
     with pytest.raises(Exception, match="maxmemory"):
@@ -71,8 +68,8 @@ def test_a_full_redis_still_accepts_a_revocation(scratch_redis: Redis) -> None:
 
     # The revocation is in force at once; the refresh job could not be queued, so the answer is 503
     # and Svix's retry queues it once Redis has room again.
-    assert scratch_redis.exists(f"user-orgs:{ALICE}") == 0
+    assert scratch_redis.exists(user_orgs_key(ALICE)) == 0
     assert response.status_code == 503, response.json
     scratch_redis.config_set("maxmemory", "0")
     assert post_event(client, event, msg_id=msg_id).status_code == 200
-    assert scratch_redis.llen("rq:queue:clerk-org-cache") == 1
+    assert queued_jobs(scratch_redis) == 1

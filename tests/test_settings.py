@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
 from cache.config import VARIABLES, Settings
 from devstack.signing import new_signing_secret
-from devstack.stack import REPO
+from tests.support import bare_env, run_module
 
 GOOD = {"CLERK_SECRET_KEY": "sk_test_" + "s3cr3t" * 4, "CLERK_WEBHOOK_SIGNING_SECRET": new_signing_secret()}
 BAD = {
@@ -38,10 +36,7 @@ MODULES = {"worker": "worker", "web": "webhook", "cli": "service.cli"}
 
 
 def run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], env={**base, **env}, capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+    return run_module(module, *args, env=bare_env(**env))
 
 
 def test_every_variable_has_a_bad_value_below() -> None:

@@ -23,13 +23,12 @@ from typing import Any
 from flask.testing import FlaskClient
 from redis import Redis
 
-from cache import ClerkClient, MembershipCache
-from cache.connections import cache_redis
-from cache.contract import decode_memberships
+from cache import MembershipCache
+from cache.contract import decode_memberships, user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id
-from tests.conftest import CLERK_KEY, post_event, wait_until_drained
+from tests.support import make_cache, post_event, wait_until_drained
 
 SOAK_EVENTS = int(os.environ.get("SOAK_EVENTS", "400"))
 USERS = [f"user_2soak{i:03d}" for i in range(8)]
@@ -40,7 +39,7 @@ Pair = tuple[str, str]  # (user id, org id)
 
 def lookup_loop(redis_url: str, clerk_url: str, users: list[str], stop: Any, errors: Any) -> None:
     """Runs in other processes: look users up as fast as possible until told to stop."""
-    cache = MembershipCache(cache_redis(redis_url), ClerkClient(CLERK_KEY, clerk_url))
+    cache = make_cache(redis_url, clerk_url)
     rng = random.Random(os.getpid())
     while not stop.is_set():
         try:
@@ -169,7 +168,7 @@ def test_soak_lookups_agree_with_clerk_after_every_acknowledged_delivery(
     wait_until_drained(redis)
     for user_id in USERS:
         assert view(cache.get_memberships(user_id)) == truth(clerk, user_id)
-        raw = redis.get(f"user-orgs:{user_id}")
+        raw = redis.get(user_orgs_key(user_id))
         if raw is not None:
             assert view(decode_memberships(raw)) == truth(clerk, user_id)
 

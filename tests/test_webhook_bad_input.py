@@ -11,14 +11,12 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
+from cache.contract import org_index_key, user_orgs_key
 from devstack.signing import new_signing_secret, sign
-from tests.conftest import SIGNING_SECRET
-
-ALICE = "user_2alice000000000000000000000"
-ORG = "org_2acme0000000000000000000"
+from tests.support import ACME, ALICE, SIGNING_SECRET
 
 
-def membership_event(user_id: Any = ALICE, org_id: str = ORG, kind: str = "deleted") -> dict[str, Any]:
+def membership_event(user_id: Any = ALICE, org_id: str = ACME, kind: str = "deleted") -> dict[str, Any]:
     return {
         "type": f"organizationMembership.{kind}",
         "object": "event",
@@ -136,8 +134,8 @@ def snapshot(redis: Redis) -> dict[str, Any]:
 @pytest.fixture
 def seeded(redis: Redis) -> Redis:
     """A cached user and org index that bad input must leave alone."""
-    redis.set(f"user-orgs:{ALICE}", json.dumps([{"organizationId": ORG}]), ex=300)
-    redis.sadd(f"org-users:{ORG}", ALICE)
+    redis.set(user_orgs_key(ALICE), json.dumps([{"organizationId": ACME}]), ex=300)
+    redis.sadd(org_index_key(ACME), ALICE)
     return redis
 
 
@@ -168,7 +166,7 @@ def test_header_names_in_any_case_verify(client: FlaskClient, seeded: Redis) -> 
     data, headers = signed(VALID)
     odd = {name.upper() if name.startswith("svix") else name: value for name, value in headers.items()}
     assert client.post("/webhooks/clerk", data=data, headers=odd).status_code == 200
-    assert seeded.exists(f"user-orgs:{ALICE}") == 0
+    assert seeded.exists(user_orgs_key(ALICE)) == 0
 
 
 def test_standard_webhooks_header_names_verify(client: FlaskClient, seeded: Redis) -> None:

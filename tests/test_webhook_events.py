@@ -12,12 +12,34 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import MembershipCache
+from cache.contract import user_orgs_key
+from cache.protocol import Protocol
 from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id, new_signing_secret
-from tests.conftest import SIGNING_SECRET, cached_member, post_event
-
-ALICE = "user_2alice000000000000000000000"
-BOB = "user_2bob00000000000000000000000"
+from devstack.waiting import wait_until
+from tests.support import (
+    ALICE,
+    BOB,
+    SIGNING_SECRET,
+    cached_member,
+    clear_drain_marker,
+    drop_queued_jobs,
+    indexed_members,
+    intake_client,
+    org_patch_keys,
+    orgs_awaiting_patch,
+    orgs_with_member,
+    pending_users,
+    post_event,
+    queued_jobs,
+    refreshing_users,
+    scheduled_jobs,
+    stash_exists,
+    stashed_users,
+    stored,
+    work_burst,
+)
 
 
 def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
@@ -27,18 +49,15 @@ def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
 def test_membership_deleted_revokes_at_the_2xx_and_worker_refreshes(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    globex = clerk.create_org("Globex")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    clerk.add_membership(ALICE, globex)
+    acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex")
     assert org_ids(cache, ALICE) == sorted([acme, globex])
 
     response = post_event(client, clerk.remove_membership(ALICE, acme))
 
     assert response.status_code == 200 and response.json == {"status": "processed"}
-    assert redis.exists(f"user-orgs:{ALICE}") == 0  # revoked before any worker ran
+    assert redis.exists(user_orgs_key(ALICE)) == 0  # revoked before any worker ran
     assert run_worker() == 1
-    assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{ALICE}") or "")] == [globex]
+    assert [m["organizationId"] for m in stored(redis, ALICE)] == [globex]
     calls = clerk.call_count()
     assert org_ids(cache, ALICE) == [globex]
     assert clerk.call_count() == calls  # served from the refreshed key
@@ -68,11 +87,11 @@ def test_organization_updated_renames_for_every_cached_member(
     response = post_event(client, clerk.update_org(acme, name="Acme Renamed", slug="acme-renamed"))
 
     assert response.status_code == 200
-    assert all(redis.exists(f"user-orgs:{u}") == 0 for u in members)
+    assert all(redis.exists(user_orgs_key(u)) == 0 for u in members)
     assert run_worker() == 1  # one job for the whole org
     for user_id in members:
-        stored = json.loads(redis.get(f"user-orgs:{user_id}") or "")
-        assert [(v["organizationName"], v["organizationSlug"]) for v in stored] == [("Acme Renamed", "acme-renamed")]
+        value = stored(redis, user_id)
+        assert [(v["organizationName"], v["organizationSlug"]) for v in value] == [("Acme Renamed", "acme-renamed")]
 
 
 def test_organization_deleted_removes_it_for_every_member_without_calling_clerk(
@@ -87,13 +106,13 @@ def test_organization_deleted_removes_it_for_every_member_without_calling_clerk(
 
     assert post_event(client, clerk.delete_org(acme)).status_code == 200
 
-    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
-    assert redis.exists(f"org-users:{acme}") == 0
+    assert redis.exists(user_orgs_key(ALICE), user_orgs_key(BOB)) == 0
+    assert indexed_members(redis, acme) == set()
     clerk.reset_counts()
     assert run_worker() == 1
     assert clerk.call_count() == 0  # the patch drops the org: nothing to read
     for user_id in (ALICE, BOB):
-        assert [m["organizationId"] for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")] == [globex]
+        assert [m["organizationId"] for m in stored(redis, user_id)] == [globex]
     assert org_ids(cache, ALICE) == org_ids(cache, BOB) == [globex]
 
 
@@ -105,20 +124,20 @@ def test_user_deleted_removes_the_key_and_does_not_refetch(
 
     assert post_event(client, clerk.delete_user(ALICE)).status_code == 200
 
-    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert redis.exists(user_orgs_key(ALICE)) == 0
     run_worker()
-    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert redis.exists(user_orgs_key(ALICE)) == 0
     assert clerk.call_count() == calls
     assert cache.get_memberships(ALICE) == []  # Clerk answers 404: no orgs, nothing stored
-    assert redis.exists(f"user-orgs:{ALICE}") == 0
+    assert redis.exists(user_orgs_key(ALICE)) == 0
 
 
 def test_unknown_event_types_are_acknowledged_and_ignored(client: FlaskClient, redis: Redis) -> None:
-    redis.set(f"user-orgs:{ALICE}", "[]")
+    redis.set(user_orgs_key(ALICE), "[]")
     event = {"type": "session.created", "object": "event", "data": {"user_id": ALICE}}
     response = post_event(client, event)
     assert response.status_code == 200 and response.json == {"status": "ignored"}
-    assert redis.keys("*") == [f"user-orgs:{ALICE}"]
+    assert redis.keys("*") == [user_orgs_key(ALICE)]
 
 
 def test_redeliveries_of_one_svix_id_do_one_unit_of_work(
@@ -136,7 +155,7 @@ def test_redeliveries_of_one_svix_id_do_one_unit_of_work(
     assert clerk.call_count() == 1
     # a duplicate arriving after the refresh must not invalidate again
     assert post_event(client, event, msg_id=msg_id).json == {"status": "duplicate"}
-    assert redis.exists(f"user-orgs:{ALICE}") == 1
+    assert redis.exists(user_orgs_key(ALICE)) == 1
 
 
 def test_a_burst_about_one_user_costs_one_job_and_one_clerk_call(
@@ -153,12 +172,9 @@ def test_a_burst_about_one_user_costs_one_job_and_one_clerk_call(
     assert org_ids(cache, ALICE) == sorted(orgs)
 
 
-def test_either_rotated_secret_verifies(redis_server: object, redis: Redis, clerk: ClerkStandIn) -> None:
-    from webhook import create_app
-
+def test_either_rotated_secret_verifies(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> None:
     old, new = new_signing_secret(), new_signing_secret()
-    app = create_app({"REDIS_URL": redis_server.url, "CLERK_WEBHOOK_SIGNING_SECRET": f"{old} {new}"})  # type: ignore[attr-defined]
-    client = app.test_client()
+    client = intake_client(redis_server.url, secret=f"{old} {new}")
     acme = clerk.create_org("Acme")["data"]["id"]
     assert post_event(client, clerk.add_membership(ALICE, acme), secret=old).status_code == 200
     assert post_event(client, clerk.add_membership(BOB, acme), secret=new).status_code == 200
@@ -179,7 +195,7 @@ def test_stale_fill_after_deletion_is_refused(
         assert post_event(client, clerk.remove_membership(ALICE, acme)).status_code == 200
     reader.join(5)
     assert results == [[acme]]  # the in-flight caller gets its own pre-event answer...
-    assert redis.exists(f"user-orgs:{ALICE}") == 0  # ...but it is not stored
+    assert redis.exists(user_orgs_key(ALICE)) == 0  # ...but it is not stored
     assert cache.stats.snapshot()["fills_refused"] == 1
     assert org_ids(cache, ALICE) == []
 
@@ -192,7 +208,7 @@ def test_revoked_membership_is_absent_from_the_very_next_lookup_with_no_worker(
     assert cache.get_membership(ALICE, acme) is not None
     assert post_event(client, clerk.remove_membership(ALICE, acme)).status_code == 200
     assert cache.get_membership(ALICE, acme) is None  # no worker has run in this test
-    assert redis.llen("rq:queue:clerk-org-cache") == 1
+    assert queued_jobs(redis) == 1
 
 
 def test_an_org_with_a_thousand_cached_members_is_fixed_by_one_job(
@@ -203,12 +219,12 @@ def test_an_org_with_a_thousand_cached_members_is_fixed_by_one_job(
     for user_id in members:
         clerk.add_membership(user_id, acme)
         cache.get_memberships(user_id)
-    assert redis.scard(f"org-users:{acme}") == 1000
+    assert len(indexed_members(redis, acme)) == 1000
 
     assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
 
     assert run_worker() == 1
-    values = redis.mget([f"user-orgs:{u}" for u in members])
+    values = redis.mget([user_orgs_key(u) for u in members])
     assert all(v is not None and json.loads(v)[0]["organizationName"] == "Acme Renamed" for v in values)
 
 
@@ -222,9 +238,9 @@ def test_membership_event_without_a_user_id_re_reads_the_whole_org(
     event = clerk.remove_membership(ALICE, acme)
     del event["data"]["public_user_data"]
     assert post_event(client, event).status_code == 200
-    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs:{BOB}") == 0
+    assert redis.exists(user_orgs_key(ALICE), user_orgs_key(BOB)) == 0
     run_worker()  # re-reads members in full: a patch of the old value would bring Alice's admin role back
-    assert json.loads(redis.get(f"user-orgs:{ALICE}") or "[]") == []
+    assert json.loads(redis.get(user_orgs_key(ALICE)) or "[]") == []
     assert cache.get_membership(ALICE, acme) is None
     assert cache.get_membership(BOB, acme) is not None
 
@@ -235,7 +251,8 @@ def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
     acme = cached_member(clerk, cache, ALICE)
     event, msg_id = clerk.update_membership(ALICE, acme, "org:admin"), new_message_id()
     assert post_event(client, event, msg_id=msg_id).json == {"status": "processed"}
-    redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # as if the enqueue was lost
+    drop_queued_jobs(redis)  # as if the enqueue was lost
+    clear_drain_marker(redis)
 
     assert post_event(client, event, msg_id=msg_id).json == {"status": "duplicate"}
 
@@ -244,34 +261,26 @@ def test_a_redelivery_enqueues_the_job_a_lost_enqueue_left_out(
 
 
 def test_a_refresh_that_cannot_reach_clerk_leaves_the_key_deleted_and_retries(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, redis_server: object, clerk: ClerkStandIn
+    client: FlaskClient, cache: MembershipCache, redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn
 ) -> None:
-    from rq import Queue, SimpleWorker
-    from rq.registry import ScheduledJobRegistry
-
     acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
-    connection = Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
-    queue = Queue("clerk-org-cache", connection=connection)
 
     clerk.fail_next(100, status=503)
-    SimpleWorker([queue], connection=connection).work(burst=True)
+    work_burst(redis_server.url)
 
-    assert redis.exists(f"user-orgs:{ALICE}") == 0  # deleted, never the outdated admin role
-    assert redis.smembers("clerk-org-cache:pending-refresh") == {ALICE}
-    assert ScheduledJobRegistry(queue=queue).count == 1  # RQ retries it after 2 s
+    assert redis.exists(user_orgs_key(ALICE)) == 0  # deleted, never the outdated admin role
+    assert pending_users(redis) == {ALICE}
+    assert scheduled_jobs(redis) == 1  # RQ retries it after 2 s
     clerk.clear_failures()
     time.sleep(2.2)
-    SimpleWorker([queue], connection=connection).work(burst=True, with_scheduler=True)
-    assert [m["role"] for m in json.loads(redis.get(f"user-orgs:{ALICE}") or "null")] == ["org:member"]
-    connection.close()
+    work_burst(redis_server.url, with_scheduler=True)
+    assert [m["role"] for m in stored(redis, ALICE)] == ["org:member"]
 
 
 def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    from cache.protocol import Protocol
-
     acme = clerk.create_org("Acme")["data"]["id"]
     for user_id in (ALICE, BOB):
         clerk.add_membership(user_id, acme)
@@ -279,36 +288,25 @@ def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
         assert post_event(client, clerk.update_membership(user_id, acme, "org:admin")).status_code == 200
     # A first run of the job took both users, then its worker was killed; RQ runs the job again.
     assert sorted(Protocol(cache.redis).take_pending(10, "a-job-that-died")) == sorted([ALICE, BOB])
-    assert redis.scard("clerk-org-cache:pending-refresh") == 0
+    assert pending_users(redis) == set()
 
     assert run_worker() == 1
     for user_id in (ALICE, BOB):
-        assert json.loads(redis.get(f"user-orgs:{user_id}") or "null")[0]["role"] == "org:admin"
-    assert Protocol(cache.redis).waiting_work() == 0
+        assert stored(redis, user_id)[0]["role"] == "org:admin"
+    assert refreshing_users(redis) == set()
 
 
 def test_after_the_last_retry_the_job_is_failed_and_the_key_stays_deleted(
-    redis_server: object, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+    redis_server: RedisServer, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
 ) -> None:
-    from rq import Queue, SimpleWorker
-    from rq.registry import FailedJobRegistry
-
-    from webhook import create_app
-
-    url = redis_server.url  # type: ignore[attr-defined]
-    config = {"REDIS_URL": url, "CLERK_WEBHOOK_SIGNING_SECRET": SIGNING_SECRET, "REFRESH_RETRY_INTERVALS": "0,0"}
-    client = create_app(config).test_client()
+    client = intake_client(redis_server.url, REFRESH_RETRY_INTERVALS="0,0")
     acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
     clerk.fail_next(1000, status=500)
-    connection = Redis.from_url(url)
-    queue = Queue("clerk-org-cache", connection=connection)
-    for _ in range(3):  # the first run and two retries
-        SimpleWorker([queue], connection=connection).work(burst=True, with_scheduler=True)
-    assert FailedJobRegistry(queue=queue).count == 1
-    assert redis.exists(f"user-orgs:{ALICE}") == 0
-    assert redis.smembers("clerk-org-cache:pending-refresh") == {ALICE}  # the next drain tries again
-    connection.close()
+    bursts = [work_burst(redis_server.url, with_scheduler=True) for _ in range(3)]  # the first run and two retries
+    assert bursts[-1].failed == 1
+    assert redis.exists(user_orgs_key(ALICE)) == 0
+    assert pending_users(redis) == {ALICE}  # the next drain tries again
 
 
 def test_an_org_rename_is_patched_from_one_clerk_read(
@@ -322,17 +320,17 @@ def test_an_org_rename_is_patched_from_one_clerk_read(
         clerk.add_membership(user_id, globex)
         cache.get_memberships(user_id)
     assert post_event(client, clerk.update_org(acme, name="Acme 2", slug="acme-2")).status_code == 200
-    assert redis.exists(*[f"user-orgs:{u}" for u in members]) == 0  # nothing pre-rename is served
+    assert redis.exists(*[user_orgs_key(u) for u in members]) == 0  # nothing pre-rename is served
     clerk.reset_counts()
 
     assert run_worker() == 1
 
     assert clerk.call_count("/v1/organizations/") == 1 and clerk.call_count("/v1/users/") == 0
     for user_id in members:
-        stored = {m["organizationId"]: m for m in json.loads(redis.get(f"user-orgs:{user_id}") or "")}
-        assert (stored[acme]["organizationName"], stored[acme]["organizationSlug"]) == ("Acme 2", "acme-2")
-        assert stored[acme]["role"] == "org:admin" and stored[globex]["organizationName"] == "Globex"
-    assert redis.keys("user-orgs-stash:*") == [] and redis.keys("clerk-org-cache:org-patch*") == []
+        value = {m["organizationId"]: m for m in stored(redis, user_id)}
+        assert (value[acme]["organizationName"], value[acme]["organizationSlug"]) == ("Acme 2", "acme-2")
+        assert value[acme]["role"] == "org:admin" and value[globex]["organizationName"] == "Globex"
+    assert stashed_users(redis) == [] and org_patch_keys(redis) == []
 
 
 def test_a_user_change_after_an_org_stash_wins_over_the_patch(
@@ -341,7 +339,7 @@ def test_a_user_change_after_an_org_stash_wins_over_the_patch(
     acme = cached_member(clerk, cache, ALICE, "org:admin")
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
-    assert redis.exists(f"user-orgs-stash:{ALICE}") == 0  # the stash predates the role change
+    assert not stash_exists(redis, ALICE)  # the stash predates the role change
     run_worker()
     assert [(m.organization_name, m.role) for m in cache.get_memberships(ALICE)] == [("Acme 2", "org:member")]
 
@@ -349,41 +347,36 @@ def test_a_user_change_after_an_org_stash_wins_over_the_patch(
 def test_renames_of_two_orgs_before_the_worker_runs(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
-    acme = clerk.create_org("Acme")["data"]["id"]
-    globex = clerk.create_org("Globex")["data"]["id"]
-    clerk.add_membership(ALICE, acme)
-    clerk.add_membership(ALICE, globex)
+    acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex")
     cache.get_memberships(ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert post_event(client, clerk.update_org(globex, name="Globex 2")).status_code == 200
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
     run_worker()
-    stored = json.loads(redis.get(f"user-orgs:{ALICE}") or "")
-    assert sorted(m["organizationName"] for m in stored) == ["Acme 3", "Globex 2"]
-    assert redis.keys("user-orgs-stash:*") == [] and redis.scard("clerk-org-cache:org-patches") == 0
+    assert sorted(m["organizationName"] for m in stored(redis, ALICE)) == ["Acme 3", "Globex 2"]
+    assert stashed_users(redis) == [] and orgs_awaiting_patch(redis) == set()
 
 
 def test_a_starting_worker_resumes_org_patches_whose_job_was_lost(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any
 ) -> None:
-    from devstack.waiting import wait_until
-
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
-    redis.delete("rq:queue:clerk-org-cache", "clerk-org-cache:drain-scheduled")  # the job was lost
+    drop_queued_jobs(redis)  # the job was lost
+    clear_drain_marker(redis)
     request.getfixturevalue("worker_process")  # a worker (re)starts
-    wait_until(lambda: "Acme 2" in (redis.get(f"user-orgs:{ALICE}") or ""), 20)
+    wait_until(lambda: "Acme 2" in (redis.get(user_orgs_key(ALICE)) or ""), 20)
 
 
 def test_a_patch_never_extends_how_long_memberships_go_unread(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:
     acme = cached_member(clerk, cache, ALICE)
-    redis.expire(f"user-orgs:{ALICE}", 40)  # read from Clerk 260 s ago
+    redis.expire(user_orgs_key(ALICE), 40)  # read from Clerk 260 s ago
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     run_worker()
-    assert "Acme 2" in (redis.get(f"user-orgs:{ALICE}") or "")
-    assert 0 < redis.ttl(f"user-orgs:{ALICE}") <= 40
+    assert "Acme 2" in (redis.get(user_orgs_key(ALICE)) or "")
+    assert 0 < redis.ttl(user_orgs_key(ALICE)) <= 40
 
 
 def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
@@ -401,9 +394,9 @@ def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...and a rename lands
     job.join(10)
     run_worker()
-    assert "Acme 3" in (redis.get(f"user-orgs:{ALICE}") or "")  # patched again, not left cold
+    assert "Acme 3" in (redis.get(user_orgs_key(ALICE)) or "")  # patched again, not left cold
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
-    assert redis.keys("user-orgs-stash:*") == [] and redis.scard("clerk-org-cache:org-patches") == 0
+    assert stashed_users(redis) == [] and orgs_awaiting_patch(redis) == set()
 
 
 def test_a_user_deleted_while_stashed_costs_no_clerk_call(
@@ -415,22 +408,21 @@ def test_a_user_deleted_while_stashed_costs_no_clerk_call(
     clerk.reset_counts()
     run_worker()
     assert clerk.call_count("/v1/users/") == 0
-    assert redis.exists(f"user-orgs:{ALICE}", f"user-orgs-stash:{ALICE}") == 0
-    assert redis.scard("clerk-org-cache:org-patches") == 0
+    assert redis.exists(user_orgs_key(ALICE)) == 0 and not stash_exists(redis, ALICE)
+    assert orgs_awaiting_patch(redis) == set()
 
 
 def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any, monkeypatch: Any
 ) -> None:
     """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the sweep."""
-    from cache.protocol import Protocol, refresh_user
-    from devstack.waiting import wait_until
+    from cache.protocol import refresh_user
 
     monkeypatch.setenv("WORKER_SWEEP_SECONDS", "0.5")
     request.getfixturevalue("worker_process")
     cached_member(clerk, cache, ALICE)
     time.sleep(1.0)  # the worker is up and idle
     Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
-    redis.delete("clerk-org-cache:drain-scheduled")
-    assert redis.llen("rq:queue:clerk-org-cache") == 0 and redis.exists(f"user-orgs:{ALICE}") == 0
-    wait_until(lambda: redis.exists(f"user-orgs:{ALICE}"), 20)  # ...until the sweep queues one
+    clear_drain_marker(redis)
+    assert queued_jobs(redis) == 0 and redis.exists(user_orgs_key(ALICE)) == 0
+    wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 20)  # ...until the sweep queues one
