@@ -23,6 +23,7 @@ the very same files; this module is the Python side that calls them:
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ResponseError
 
 from cache import contract
 from cache.durability import ReplicaWait
+
+log = logging.getLogger(__name__)
 
 SEEN_EVENT_TTL_S = 48 * 3600  # longer than Svix's ~28 h retry schedule
 MAX_LEASE_MS = 60_000  # a fill may take at most this long from ACQUIRE to FILL
@@ -160,6 +164,18 @@ class PatchOutcome:
     action: PatchAction
 
 
+def without_shebang(source: str) -> str:
+    """The script with its ``#!lua flags=...`` line blanked (kept as an empty line so line numbers match)."""
+    first, newline, rest = source.partition("\n")
+    return ("" if first.startswith("#!") else first) + newline + rest
+
+
+def _refuses_shebang(exc: ResponseError) -> bool:
+    """Redis < 7 fails to compile the shebang line; a server that knows shebangs but not a flag names it."""
+    message = str(exc).lower()
+    return "near '#'" in message or "shebang" in message or "unexpected flag" in message
+
+
 class Protocol:
     """The scripts, registered on one Redis client (they load once, then run by SHA).
 
@@ -172,6 +188,8 @@ class Protocol:
         self._fill = redis.register_script(script_source("fill"))
         self._release = redis.register_script(script_source("release"))
         self._record = redis.register_script(script_source("record"))
+        self._record_unflagged = redis.register_script(without_shebang(script_source("record")))
+        self.shebang_refused = False  # learnt on first use: the server refuses `#!lua flags=` (Redis < 7, some managed)
         self._take_pending = redis.register_script(script_source("take_pending"))
         self._recover_drains = redis.register_script(script_source("recover_drains"))
         self._finish_org_patch = redis.register_script(script_source("finish_org_patch"))
@@ -249,17 +267,31 @@ class Protocol:
             contract.ORG_PATCH_PREFIX,
         ]
         args += [target.encode() for target in targets]
-        if durable is None or not durable.active:
-            recorded, invalidated, schedule = self._record(keys=keys, args=args)
-        else:
-            durable.prime(self._redis)
-            pipe = self._redis.pipeline(transaction=False)  # one connection: WAIT covers the script's writes
-            self._record(keys=keys, args=args, client=pipe)
-            durable.add_to(pipe)
-            replies = pipe.execute()
-            durable.check(replies)
-            recorded, invalidated, schedule = replies[0]
+        try:
+            recorded, invalidated, schedule = self._run_record(keys, args, durable)
+        except ResponseError as exc:
+            if not _refuses_shebang(exc) or self.shebang_refused:
+                raise
+            self.shebang_refused = True
+            log.warning(
+                "Redis refused the record script's shebang flags (%s); running it without them: a full Redis "
+                "(maxmemory reached) now refuses revocations instead of applying them",
+                str(exc)[:120],
+            )
+            recorded, invalidated, schedule = self._run_record(keys, args, durable)
         return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
+
+    def _run_record(self, keys: list[str], args: list[str | int], durable: ReplicaWait | None) -> Any:
+        script = self._record_unflagged if self.shebang_refused else self._record
+        if durable is None or not durable.active:
+            return script(keys=keys, args=args)
+        durable.prime(self._redis)
+        pipe = self._redis.pipeline(transaction=False)  # one connection: WAIT covers the script's writes
+        script(keys=keys, args=args, client=pipe)
+        durable.add_to(pipe)
+        replies = pipe.execute()
+        durable.check(replies)
+        return replies[0]
 
     def forget(self, svix_id: str) -> None:
         """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
