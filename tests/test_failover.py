@@ -209,3 +209,28 @@ def test_no_acknowledged_revocation_is_lost_in_a_failover(
         else:
             assert stale_events > 0, "WAIT off lost nothing: the test could not see a lost revocation"
         new_primary.close()
+
+
+def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
+    topology: SentinelTopology, clerk: ClerkStandIn
+) -> None:
+    """invalidate_user_org_memberships follows the intake's rule: too few acknowledgements raise."""
+    from cache import NotReplicated
+    from cache.durability import ReplicaWait, WaitPolicy
+    from tests.support import ALICE, cached_member
+
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    cache = make_cache(target, clerk.url)
+    durable = MembershipCache(
+        cache.redis, cache.clerk, durable=ReplicaWait(WaitPolicy(replicas=None, timeout_ms=200, under_sentinel=True))
+    )
+    cached_member(clerk, durable, ALICE)
+    durable.invalidate(ALICE)  # both replicas acknowledge: no error
+    durable.get_memberships(ALICE)
+    for replica in topology.replicas:
+        replica.client_pause(1500, "WRITE")
+    with pytest.raises(NotReplicated, match="0 of 2"):
+        durable.invalidate(ALICE)
+    primary = Redis.from_url(topology.primary.url)
+    assert primary.exists(f"user-orgs:{ALICE}") == 0  # the invalidation stands on the primary meanwhile
+    primary.close()
