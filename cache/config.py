@@ -240,7 +240,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("USER_ORGS_TTL_SECONDS", "user_orgs_ttl_seconds", _int_in(1, 86_400), "library worker cli", "value lifetime"),
     _v("PORT", "port", _int_in(1, 65_535), "web", "the web process's port"),
     _v("WEB_CONCURRENCY", "web_concurrency", _int_in(1, 256), "web", "gunicorn worker processes"),
-    _v("METRICS_TOKEN", "metrics_token", _token(16), "web", "bearer token for GET /metrics"),
+    _v("METRICS_TOKEN", "metrics_token", _token(16), "web cli", "bearer token for GET /metrics"),
     _v("REFRESH_CONCURRENCY", "refresh_concurrency", _int_in(1, 64), "worker", "parallel Clerk calls per drain job"),
     _v(
         "REFRESH_RETRY_INTERVALS",

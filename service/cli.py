@@ -161,7 +161,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     totals: dict[str, float] = {}
     for url in args.metrics_url:
         try:
-            text = requests.get(url, timeout=5).text
+            auth = {"Authorization": f"Bearer {settings.metrics_token}"} if settings.metrics_token else {}
+            text = requests.get(url, headers=auth, timeout=5).text
         except requests.RequestException as exc:
             raise CommandFailed(f"{url}: {type(exc).__name__}") from None
         for family in text_string_to_metric_families(text):
