@@ -49,6 +49,7 @@ DRAIN_HEARTBEAT_S = 0.5  # if an enqueue is lost, the next event schedules again
 
 SCRIPT_NAMES = (
     "acquire",
+    "acquire_patch",
     "fill",
     "release",
     "record",
@@ -131,7 +132,7 @@ class Fill:
     token: str
     value: str
     org_ids: tuple[str, ...]
-    ttl_ms: int | None = None  # None: the cache's TTL; a patch keeps its stash's remaining lifetime
+    expire_at_ms: int | None = None  # None: the cache's TTL after the lease's grant; a patch keeps its stash's
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ class Stash:
 
     org_id: str
     value: str
-    ttl_ms: int
+    expire_at_ms: int  # absolute (Unix ms, the server's clock): the patched value expires then too
     raw: str
 
 
@@ -185,6 +186,7 @@ class Protocol:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._acquire = redis.register_script(script_source("acquire"))
+        self._acquire_patch = redis.register_script(script_source("acquire_patch"))
         self._fill = redis.register_script(script_source("fill"))
         self._release = redis.register_script(script_source("release"))
         self._record = redis.register_script(script_source("record"))
@@ -236,8 +238,10 @@ class Protocol:
         keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
         keys += [contract.org_index_key(org_id) for org_id in orgs]
         keys += [contract.org_changed_key(org_id) for org_id in orgs]
-        ttl_ms = fill.ttl_ms if fill.ttl_ms is not None else ttl_s * 1000
-        return self._fill(keys=keys, args=[fill.token, fill.value, ttl_ms, fill.user_id], client=client)
+        expire_at = "" if fill.expire_at_ms is None else fill.expire_at_ms
+        return self._fill(
+            keys=keys, args=[fill.token, fill.value, ttl_s * 1000, fill.user_id, expire_at], client=client
+        )
 
     def record(
         self, targets: Sequence[Target], svix_id: str | None = None, *, durable: ReplicaWait | None = None
@@ -369,21 +373,30 @@ class Protocol:
         members = self._redis.srandmember(contract.org_patch_key(org_id), count) or []
         return [_text(m) for m in members]  # type: ignore[arg-type]
 
-    def stashes(self, user_ids: Sequence[str]) -> list[Stash | None]:
-        """Each user's stash with its remaining lifetime, or None (absent, or about to expire)."""
+    def acquire_patch_many(
+        self, requests: Sequence[tuple[str, str]], lease_ms: int
+    ) -> list[tuple[Acquired, Stash | None]]:
+        """For each (user id, token), in one round trip: take (over) the lease unless a value is cached,
+        and read the user's stash in the same step (HIT or LEASE, with the stash or None)."""
+        if not 0 < lease_ms <= MAX_LEASE_MS:
+            raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
         pipe = self._redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.get(contract.stash_key(user_id))
-            pipe.pttl(contract.stash_key(user_id))
-        replies = pipe.execute()
-        out: list[Stash | None] = []
-        for raw, ttl_ms in zip(replies[0::2], replies[1::2], strict=True):
-            if raw is None or ttl_ms <= 0:
-                out.append(None)
-                continue
-            text = _text(raw)
-            org_id, _, value = text.partition(" ")
-            out.append(Stash(org_id, value, int(ttl_ms), text))
+        for user_id, token in requests:
+            keys = [
+                contract.user_orgs_key(user_id),
+                contract.lease_key(user_id),
+                contract.CHANGE_SEQ_KEY,
+                contract.stash_key(user_id),
+            ]
+            self._acquire_patch(keys=keys, args=[token, lease_ms], client=pipe)
+        out: list[tuple[Acquired, Stash | None]] = []
+        for state, raw, expire_at in pipe.execute():
+            stash = None
+            if raw is not None and int(expire_at) > 0:
+                text = _text(raw)
+                org_id, _, value = text.partition(" ")
+                stash = Stash(org_id, value, int(expire_at), text)
+            out.append((Acquired(int(state)), stash))
         return out
 
     def finish_patch(self, org_id: str, outcomes: Sequence[PatchOutcome]) -> None:

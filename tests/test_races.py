@@ -185,13 +185,12 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     protocol, token = Protocol(cache.redis), new_token()
-    protocol.acquire_many([(ALICE, token)], 15_000, take_over=True)
+    [(_, stash)] = protocol.acquire_patch_many([(ALICE, token)], 15_000)
+    assert stash is not None
     read_by_the_job = clerk.org(acme)
 
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
 
-    stash = protocol.stashes([ALICE])[0]
-    assert stash is not None
     stale = encode_memberships(with_org_details(decode_memberships(stash.value), acme, read_by_the_job))
     assert protocol.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
     assert cached(redis, ALICE) is None

@@ -63,13 +63,16 @@ class Refresher:
         """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
 
         Leases are taken first, then Clerk is read, so any change after that voids the fill.
-        A patched value keeps its stash's remaining lifetime: patching never extends how long
-        memberships go unread. Returns, per user, the stash read and what to do with the user
-        next (see `Protocol.finish_patch`).
+        A patched value keeps its stash's absolute expiry: patching never extends how long
+        memberships go unread, however slow the org read. Each lease is taken in the same step
+        as the stash is read, so a later org event's newer stash is never settled unpatched.
+        Returns, per user, the stash read and what to do with the user next (`Protocol.finish_patch`).
         """
         check_org_id(org_id)
-        tokens, leased = self._take_leases(user_ids)
-        stashes = dict(zip(user_ids, self.protocol.stashes(user_ids), strict=True))
+        tokens = {check_user_id(u): new_token() for u in user_ids}
+        acquired = self.protocol.acquire_patch_many(list(tokens.items()), self.lease_ms)
+        stashes = {u: stash for u, (_, stash) in zip(tokens, acquired, strict=True)}
+        leased = [u for u, (state, _) in zip(tokens, acquired, strict=True) if state is Acquired.LEASE]
         actions = dict.fromkeys(user_ids, PatchAction.DONE)  # not leased: a fresh value is already there
         organization: Any = None
         fills: list[Fill] = []
@@ -95,13 +98,13 @@ class Refresher:
                     actions[user_id] = PatchAction.REFRESH
                     continue
                 fill = fill_for(user_id, tokens[user_id], patched)
-                fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, ttl_ms=stash.ttl_ms))
+                fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, expire_at_ms=stash.expire_at_ms))
             for user_id, stored in self._fill_all(fills).items():
                 # refused: an event came in since the leases were taken; patch again
                 actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
         finally:
             self._release_unfilled(tokens, leased, fills)
-        return [PatchOutcome(u, stashes[u], actions[u]) for u in user_ids]
+        return [PatchOutcome(u, stashes[u], actions[u]) for u in tokens]
 
     def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""
