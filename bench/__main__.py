@@ -12,6 +12,8 @@ machine, against the same private redis-server and Clerk stand-in:
 7. drain        1,000 events for 1,000 distinct cached users    ->  events/s until every key reflects Clerk
 8. redis down   a lookup with Redis stopped                     vs  a bare requests call to Clerk
 9. curves       hit latency vs orgs per user; drain rate vs REFRESH_CONCURRENCY and worker processes
+10. sizing      Redis memory per cached user (1, 10, 100 orgs); hits/s one redis-server gives 1, 2, 4
+                client processes, and its CPU (bench/sizing.py)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import requests
 from redis import Redis
 
 from bench.loadgen import fire, raw_request
+from bench.sizing import hits_vs_processes, memory_per_user, sizing_lines
 from bench.stats import p50_p99_over_reps, percentile
 from cache import MembershipCache
 from cache.contract import user_orgs_key
@@ -312,6 +315,8 @@ def run(quick: bool) -> dict[str, Any]:
         ("hit_vs_orgs", lambda: {str(n): bench.hit(n) for n in (1, 10, 100, 500)}),
         ("drain_vs_concurrency", lambda: {str(c): bench.drain(concurrency=c) for c in (4, 8, 16, 32)}),
         ("drain_vs_workers", lambda: {str(w): bench.drain(workers=w) for w in (1, 2, 4)}),
+        ("memory_per_user", lambda: memory_per_user(quick)),
+        ("hits_vs_processes", lambda: hits_vs_processes(quick)),
     ]
     try:
         for name, step in steps:
@@ -373,6 +378,7 @@ def table(r: dict[str, Any]) -> str:
     lines.append("re-warmed/s by worker processes: " + ", ".join(
         f"{w}: {v['rewarmed_per_s']:.0f}" for w, v in r["drain_vs_workers"].items()
     ))  # fmt: skip
+    lines += sizing_lines(r)
     return "\n".join(lines)
 
 
