@@ -1,0 +1,520 @@
+"""A stateful model check of the freshness protocol: Hypothesis chooses the interleavings.
+
+Each rule is one atomic step of one actor against the real Lua scripts (`cache.protocol`)
+on the session's private Redis, with Clerk played by the stand-in's in-memory model:
+
+- lookups, split as `MembershipCache` runs them: read the key; take the lease (or wait);
+  the Clerk read *starts* (it sees Clerk as it is at that step); the read *returns*; the fill;
+- the intake (`webhook.events.targets_for` + the record script) delivering any event Clerk
+  has sent, late, reordered or duplicated;
+- drain jobs, split as `worker.refresher` runs them (take pending users; take leases;
+  Clerk read starts / returns; fill; and the org patch: lease + stash, org read, fill and
+  settle), which may die between any two steps, a later job taking over;
+- changes in Clerk (join, leave, role change, org rename, org delete, user delete), each
+  followed by its webhook at some later step or not before the end;
+- a Redis restart without persistence (everything gone), a lease expiring.
+
+After every step: each stored value agrees, organization by organization, with some Clerk
+state no older than the last acknowledged event about it; no value outlives the Clerk read
+it carries by more than the TTL; only the documented keys live without an expiry. Every
+finished lookup agrees with Clerk as of the events acknowledged before it started. At the
+end, with every event delivered and a drain run, every value equals Clerk.
+
+Size: MODEL_PROFILE=ci (default: 2,000 examples of up to 50 steps) or long (100x).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from redis import Redis
+
+from cache import contract
+from cache.contract import CorruptValue, decode_memberships, membership_from_clerk, with_org_details
+from cache.membership_cache import fill_for
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, new_token
+from devstack.clerk_standin.model import Model
+from devstack.clerk_standin.shapes import StandInError
+from devstack.signing import new_message_id
+from webhook.events import targets_for
+
+TTL_S = 300
+LEASE_MS = 15_000
+USERS = ("user_2m0", "user_2m1", "user_2m2")
+ROLES = ("org:admin", "org:member")
+NOT_EXPIRING = (
+    contract.CHANGE_SEQ_KEY,
+    contract.PENDING_REFRESH_KEY,
+    contract.DRAINS_KEY,
+    contract.ORG_PATCHES_KEY,
+    contract.REFRESHING_PREFIX,
+    contract.ORG_PATCH_PREFIX,
+)
+
+settings.register_profile(
+    "ci", max_examples=2_000, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "quick", max_examples=100, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "long", max_examples=200_000, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck)
+)
+
+SNAPSHOT = """
+local keys = redis.call('KEYS', '*')
+local ttls, values, expiries = {}, {}, {}
+for i, key in ipairs(keys) do ttls[i] = redis.call('PTTL', key) end
+for i, key in ipairs(ARGV) do
+  values[i] = redis.call('GET', key) or ''
+  expiries[i] = redis.call('PEXPIRETIME', key)
+end
+return {keys, ttls, values, expiries}
+"""
+
+Pair = tuple[str, str]
+PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or not a member
+
+
+@dataclass
+class Lookup:
+    user: str
+    started_at: int  # index of the step at which it started (events acknowledged before count)
+    stage: str = "get"  # get -> acquire -> clerk_start -> clerk_return -> fill -> done
+    token: str | None = None
+    store: bool = True
+    read: list[Any] | None = None
+    read_time_ms: int = 0
+    result: list[Any] | None = None
+
+
+@dataclass
+class Job:
+    drain_id: str
+    stage: str = "take"  # take -> lease -> clerk_start -> clerk_return -> fill -> take ...
+    users: list[str] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    leased: list[str] = field(default_factory=list)
+    reads: dict[str, Any] = field(default_factory=dict)
+    read_time_ms: int = 0
+    patch: tuple[str, str] | None = None  # (kind, org) being patched
+    stashes: dict[str, Any] = field(default_factory=dict)
+    org_read: Any = None
+
+
+class FreshnessModel(RuleBasedStateMachine):
+    redis: Redis  # set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.r = type(self).redis
+        self.r.flushall()
+        self.protocol = Protocol(self.r)
+        self.clerk = Model()
+        self.orgs: list[str] = []
+        self.deleted_users: set[str] = set()
+        self.version = 0
+        self.history: dict[Pair, list[tuple[int, PairState]]] = {}
+        self.outbox: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []  # event, svix id, version, scope
+        self.delivered: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []
+        self.acked: list[tuple[int, int, tuple[str, ...]]] = []  # (step, version, scope)
+        self.step = 0
+        self.lookups: list[Lookup] = []
+        self.jobs: list[Job] = []
+        self.dead_drains: list[str] = []
+        self.provenance: dict[str, int] = {}  # user -> server ms at which the Clerk read of its value began
+        self.stash_provenance: dict[str, int] = {}
+
+    # -- Clerk's truth and its history --------------------------------------------------------
+
+    def pairs_now(self) -> dict[Pair, PairState]:
+        now: dict[Pair, PairState] = {}
+        for user in USERS:
+            for m in [] if user in self.deleted_users else self.clerk.memberships_of(user):
+                org = m["organization"]
+                now[(user, org["id"])] = (m["role"], org["name"], org.get("slug"))
+        return now
+
+    def record_truth(self) -> None:
+        self.version += 1
+        now = self.pairs_now()
+        for pair in set(now) | {p for p, h in self.history.items() if h[-1][1] is not None}:
+            state = now.get(pair)
+            history = self.history.setdefault(pair, [(0, None)])
+            if history[-1][1] != state:
+                history.append((self.version, state))
+
+    def sent(self, event: dict[str, Any], *scope: str) -> None:
+        self.record_truth()
+        self.outbox.append((event, new_message_id(), self.version, scope))
+
+    def required(self, pair: Pair, before_step: int) -> int:
+        """The version of the newest event about ``pair`` acknowledged before ``before_step``."""
+        user, org = pair
+        versions = [
+            version
+            for step, version, scope in self.acked
+            if step < before_step and scope in (("pair", user, org), ("user", user), ("org", org))
+        ]
+        return max(versions, default=0)
+
+    def agrees(self, user: str, memberships: list[Any], before_step: int) -> list[str]:
+        """Pairs of ``memberships`` (contract Membership objects) older than the events acknowledged before."""
+        got: dict[str, PairState] = {
+            m.organization_id: (m.role, m.organization_name, m.organization_slug) for m in memberships
+        }
+        orgs = set(got) | {org for (u, org) in self.history if u == user}
+        problems = []
+        for org in orgs:
+            history = self.history.get((user, org), [(0, None)])
+            floor = self.required((user, org), before_step)
+            allowed = [state for version, state in history if version >= floor]
+            # the state in force at the floor version counts too (it may have been set before it)
+            allowed += [state for version, state in history if version <= floor][-1:]
+            if got.get(org) not in allowed:
+                problems.append(f"{user} {org}: {got.get(org)} not in {allowed} (floor v{floor})")
+        return problems
+
+    def server_ms(self) -> int:
+        seconds, micros = self.r.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    @initialize()
+    def world(self) -> None:
+        for name in ("Acme", "Globex"):
+            self.orgs.append(self.clerk.create_org(name)["data"]["id"])
+        for i, user in enumerate(USERS):
+            self.clerk.add_membership(user, self.orgs[i % 2], ROLES[i % 2])
+        self.record_truth()
+
+    # -- Clerk changes (each sends a webhook, delivered by `deliver` at some later step) ----------
+
+    @rule(
+        change=st.sampled_from(
+            ["membership"] * 6 + ["org_rename", "org_rename", "org_delete", "new_org", "user_delete"]
+        ),
+        user=st.sampled_from(USERS),
+        which=st.integers(0, 3),
+        role=st.sampled_from(ROLES),
+    )
+    def clerk_changes(self, change: str, user: str, which: int, role: str) -> None:
+        """Something changes in Clerk; its webhook goes out (delivered by `deliver` at some later step)."""
+        if change == "membership":
+            self.clerk_membership_change(user, which, role)
+        elif change in ("org_rename", "org_delete"):
+            self.clerk_org_change(which, change == "org_delete")
+        elif change == "new_org":
+            self.clerk_new_org()
+        else:
+            self.clerk_user_deleted(user)
+
+    def clerk_membership_change(self, user: str, which: int, role: str) -> None:
+        if user in self.deleted_users or not self.orgs:
+            return
+        org = self.orgs[which % len(self.orgs)]
+        current = {m["organization"]["id"]: m["role"] for m in self.clerk.memberships_of(user)}
+        if org not in current:
+            event = self.clerk.add_membership(user, org, role)
+        elif current[org] != role:
+            event = self.clerk.update_membership(user, org, role)
+        else:
+            event = self.clerk.remove_membership(user, org)
+        self.sent(event, "pair", user, org)
+
+    def clerk_org_change(self, which: int, deleted: bool) -> None:
+        if not self.orgs:
+            return
+        org = self.orgs[which % len(self.orgs)]
+        if deleted:
+            self.orgs.remove(org)
+            event = self.clerk.delete_org(org)
+        else:
+            event = self.clerk.update_org(org, name=f"Org v{self.version + 1}", slug=f"org-v{self.version + 1}")
+        self.sent(event, "org", org)
+
+    def clerk_new_org(self) -> None:
+        if len(self.orgs) < 3:
+            self.orgs.append(self.clerk.create_org(f"New {self.version}")["data"]["id"])  # no webhook we act on
+
+    def clerk_user_deleted(self, user: str) -> None:
+        if user not in self.deleted_users:
+            event = self.clerk.delete_user(user)
+            self.deleted_users.add(user)
+            self.sent(event, "user", user)
+
+    # -- the intake -------------------------------------------------------------------------------
+
+    @precondition(lambda self: self.outbox or self.delivered)
+    @rule(pick=st.integers(0, 1_000), again=st.booleans(), anonymous=st.booleans())
+    def deliver(self, pick: int, again: bool, anonymous: bool) -> None:
+        """Svix delivers any sent event (reordered), or one delivered before (a duplicate)."""
+        if (again and self.delivered) or not self.outbox:
+            event, svix_id, version, scope = self.delivered[pick % len(self.delivered)]
+        else:
+            event, svix_id, version, scope = self.outbox.pop(pick % len(self.outbox))
+            if anonymous and event["type"] == "organizationMembership.deleted":
+                event = {**event, "data": {k: v for k, v in event["data"].items() if k != "public_user_data"}}
+            self.delivered.append((event, svix_id, version, scope))
+        targets = targets_for(event)
+        assert targets is not None
+        existed = {u for u in USERS if self.r.exists(contract.user_orgs_key(u))}
+        self.protocol.record(targets, svix_id)
+        for user in existed:  # values moved aside by an org event keep their provenance for the patch
+            if self.r.exists(contract.stash_key(user)) and user in self.provenance:
+                self.stash_provenance[user] = self.provenance[user]
+        self.acked.append((self.step, version, scope))
+
+    # -- lookups, a step at a time ------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.lookups) < 3)
+    @rule(user=st.sampled_from(USERS))
+    def lookup_starts(self, user: str) -> None:
+        self.lookups.append(Lookup(user, self.step))
+
+    @precondition(lambda self: bool(self.lookups) or bool(self.jobs))
+    @rule(pick=st.integers(0, 10))
+    def an_actor_steps(self, pick: int) -> None:
+        """One lookup or drain job in flight does its next step."""
+        actors: list[Lookup | Job] = [*self.lookups, *self.jobs]
+        actor = actors[pick % len(actors)]
+        if isinstance(actor, Job):
+            self.job_step(actor)
+        else:
+            self.lookup_step(actor)
+
+    def lookup_step(self, lookup: Lookup) -> None:
+        user = lookup.user
+        if lookup.stage == "get":
+            raw = self.r.get(contract.user_orgs_key(user))
+            if raw is not None:
+                lookup.result, lookup.stage = decode_memberships(raw), "done"
+            else:
+                lookup.stage = "acquire"
+        elif lookup.stage == "acquire":
+            lookup.token = new_token()
+            state, raw = self.protocol.acquire(user, lookup.token, LEASE_MS)
+            if state is Acquired.HIT:
+                lookup.result, lookup.stage = decode_memberships(raw), "done"
+            else:  # a lease, or another holds it: a waiter answers from Clerk without storing
+                lookup.store, lookup.stage = state is Acquired.LEASE, "clerk_start"
+        elif lookup.stage == "clerk_start":
+            lookup.read_time_ms = self.server_ms()
+            lookup.read = [] if user in self.deleted_users else self.clerk.memberships_of(user)
+            lookup.stage = "clerk_return"
+        elif lookup.stage == "clerk_return":
+            lookup.stage = "fill" if lookup.store else "done"
+            lookup.result = [membership_from_clerk(m) for m in lookup.read or []]
+            if user in self.deleted_users and lookup.store:  # Clerk answered 404: nothing is stored
+                assert lookup.token is not None
+                self.protocol.release(user, lookup.token)
+                lookup.stage = "done"
+        elif lookup.stage == "fill":
+            assert lookup.token is not None and lookup.result is not None
+            if self.protocol.fill(fill_for(user, lookup.token, lookup.result), TTL_S):
+                self.provenance[user] = lookup.read_time_ms
+            lookup.stage = "done"
+        if lookup.stage == "done":
+            self.lookups.remove(lookup)
+            assert lookup.result is not None
+            problems = self.agrees(user, lookup.result, lookup.started_at)
+            assert not problems, f"a lookup returned state older than an acknowledged event: {problems}"
+
+    # -- drain jobs, a step at a time -----------------------------------------------------------
+
+    @precondition(lambda self: len(self.jobs) < 2)
+    @rule()
+    def job_starts(self) -> None:
+        job = Job(new_token())
+        self.protocol.start_drain(job.drain_id)
+        self.jobs.append(job)
+
+    def dead_jobs_lease_lapses(self) -> None:
+        """As time passing would: the dead job's heartbeat stopped, its 2 s lease runs out."""
+        for drain_id in self.dead_drains:
+            self.r.delete(contract.drain_lease_key(drain_id))
+        self.dead_drains.clear()
+
+    def job_step(self, job: Job) -> None:
+        p = self.protocol
+        if job.stage == "take":
+            patches = p.org_patches()
+            if patches:
+                job.patch = patches[0]
+                job.users = p.patch_members(job.patch[1], 100)
+                if not job.users:
+                    p.finish_org_patch(*job.patch)
+                    return
+                job.stage = "patch_lease"
+                return
+            job.users = p.take_pending(100, job.drain_id)
+            if not job.users:
+                p.end_drain(job.drain_id)
+                self.jobs.remove(job)
+                return
+            job.stage = "lease"
+        elif job.stage == "lease":
+            job.tokens = {u: new_token() for u in job.users}
+            states = p.acquire_many(list(job.tokens.items()), LEASE_MS, take_over=True)
+            job.leased = [u for u, (state, _) in zip(job.tokens, states, strict=True) if state is Acquired.LEASE]
+            job.stage = "clerk_start"
+        elif job.stage == "clerk_start":
+            job.read_time_ms = self.server_ms()
+            job.reads = {u: None if u in self.deleted_users else self.clerk.memberships_of(u) for u in job.leased}
+            job.stage = "clerk_return"
+        elif job.stage == "clerk_return":
+            job.stage = "fill"
+        elif job.stage == "fill":
+            fills = [
+                fill_for(u, job.tokens[u], [membership_from_clerk(m) for m in job.reads[u]])
+                for u in job.leased
+                if job.reads[u] is not None
+            ]
+            for user in job.leased:
+                if job.reads[user] is None:
+                    p.release(user, job.tokens[user])
+            for fill, stored in zip(fills, p.fill_many(fills, TTL_S), strict=True):
+                if stored:
+                    self.provenance[fill.user_id] = job.read_time_ms
+            p.done(job.drain_id, refreshed=job.users)
+            job.stage = "take"
+        elif job.stage == "patch_lease":
+            assert job.patch is not None
+            job.tokens = {u: new_token() for u in job.users}
+            acquired = p.acquire_patch_many(list(job.tokens.items()), LEASE_MS)
+            job.stashes = {u: stash for u, (_, stash) in zip(job.tokens, acquired, strict=True)}
+            job.leased = [u for u, (state, _) in zip(job.tokens, acquired, strict=True) if state is Acquired.LEASE]
+            job.stage = "patch_org_read"
+        elif job.stage == "patch_org_read":
+            assert job.patch is not None
+            kind, org = job.patch
+            try:
+                job.org_read = None if kind == "x" else self.clerk.org(org)
+            except StandInError:
+                job.org_read = None  # deleted since: dropped, as organization.deleted will
+            job.stage = "patch_fill"
+        elif job.stage == "patch_fill":
+            self.patch_fill(job)
+            job.stage = "take"
+
+    def patch_fill(self, job: Job) -> None:
+        """What `Refresher.patch_org` does once the org is read: patch, fill, settle."""
+        assert job.patch is not None
+        org = job.patch[1]
+        actions = dict.fromkeys(job.users, PatchAction.DONE)
+        fills: list[Fill] = []
+        for user in job.leased:
+            stash = job.stashes[user]
+            if stash is None:
+                continue
+            try:
+                if stash.org_id != org:
+                    raise CorruptValue("stashed for another org")
+                patched = with_org_details(decode_memberships(stash.value), org, job.org_read)
+            except CorruptValue:
+                actions[user] = PatchAction.REFRESH
+                continue
+            f = fill_for(user, job.tokens[user], patched)
+            fills.append(Fill(f.user_id, f.token, f.value, f.org_ids, expire_at_ms=stash.expire_at_ms))
+        for fill, stored in zip(fills, self.protocol.fill_many(fills, TTL_S), strict=True):
+            actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
+            if stored and fill.user_id in self.stash_provenance:
+                self.provenance[fill.user_id] = self.stash_provenance[fill.user_id]
+        filled = {f.user_id for f in fills}
+        for user in job.leased:
+            if user not in filled:
+                self.protocol.release(user, job.tokens[user])
+        self.protocol.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    @rule(
+        fault=st.sampled_from(["lease_expires"] * 3 + ["job_dies"] * 3 + ["dead_lease_lapses"] * 2 + ["restart"]),
+        user=st.sampled_from(USERS),
+        pick=st.integers(0, 10),
+    )
+    def a_fault(self, fault: str, user: str, pick: int) -> None:
+        if fault == "lease_expires":  # as time passing would: a holder that is slow or dead loses its lease
+            self.r.delete(contract.lease_key(user))
+        elif fault == "job_dies" and self.jobs:  # its worker is killed between two steps
+            self.dead_drains.append(self.jobs.pop(pick % len(self.jobs)).drain_id)
+        elif fault == "dead_lease_lapses":
+            self.dead_jobs_lease_lapses()
+        elif fault == "restart":  # no persistence: every key and every loaded script is gone
+            self.r.flushall()
+            self.r.script_flush()
+            self.provenance.clear()
+            self.stash_provenance.clear()
+
+    # -- invariants -------------------------------------------------------------------------------
+
+    @invariant()
+    def what_redis_holds_is_fresh(self) -> None:
+        """Values agree with every acknowledged event and expire within the TTL of their Clerk read;
+        only the documented keys live without an expiry. One round trip: a script lists it all."""
+        self.step += 1
+        keys, ttls, values, expiries = self.r.eval(SNAPSHOT, 0, *[contract.user_orgs_key(u) for u in USERS])
+        for key, ttl in zip(keys, ttls, strict=True):
+            assert ttl != -1 or key.startswith(NOT_EXPIRING), f"{key} lives forever"
+        for user, raw, expire_at in zip(USERS, values, expiries, strict=True):
+            if not raw:
+                continue
+            problems = self.agrees(user, decode_memberships(raw), self.step)
+            assert not problems, f"Redis holds a value older than an acknowledged event: {problems}"
+            read_at = self.provenance.get(user)
+            assert read_at is not None, f"a value for {user} that no fill stored"
+            assert expire_at <= read_at + TTL_S * 1000, f"{user}'s value outlives its Clerk read by more than the TTL"
+
+    def teardown(self) -> None:
+        """Every event delivered and a drain run to the end: every value equals Clerk."""
+        if not hasattr(self, "protocol"):
+            return
+        while self.outbox:
+            self.deliver(0, again=False, anonymous=False)
+        for job in self.jobs:
+            self.dead_drains.append(job.drain_id)
+        self.jobs.clear()
+        self.dead_jobs_lease_lapses()
+        for user in USERS:
+            self.r.delete(contract.lease_key(user))  # lookups in flight are abandoned
+        job = Job(new_token())
+        self.protocol.start_drain(job.drain_id)
+        self.jobs.append(job)
+        for _ in range(500):
+            if not self.jobs:
+                break
+            self.job_step(job)
+        assert not self.jobs, "the final drain did not finish"
+        truth = self.pairs_now()
+        for user in USERS:
+            raw = self.r.get(contract.user_orgs_key(user))
+            if raw is None:
+                continue
+            got = {
+                (user, m.organization_id): (m.role, m.organization_name, m.organization_slug)
+                for m in decode_memberships(raw)
+            }
+            want = {pair: state for pair, state in truth.items() if pair[0] == user}
+            assert got == want, f"after the drain {user} is cached as {got}, Clerk says {want}"
+
+
+def test_the_freshness_protocol_holds_in_every_interleaving_hypothesis_finds(redis: Redis) -> None:
+    FreshnessModel.redis = Redis(connection_pool=redis.connection_pool)
+    run_state_machine_as_test(FreshnessModel, settings=settings.get_profile(os.environ.get("MODEL_PROFILE", "ci")))
+
+
+pytestmark = pytest.mark.timeout(7200)
