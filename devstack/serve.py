@@ -16,10 +16,8 @@ away, even SIGKILL) ends everything it started: see ``devstack/stack.py``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,7 +31,6 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret
 from devstack.stack import EXIT_OUTPUT_GONE, REPO, LocalStack, follow_parent
-from devstack.waiting import wait_until
 
 STATE_DIR = REPO / ".devstack"
 STANDIN_KEY = "sk_test_devstack_standin"
@@ -54,35 +51,6 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-class _FollowingRedisServer(RedisServer):
-    """The dev stack's redis-server, which the kernel also stops if this process is SIGKILLed."""
-
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self._dir),
-            "--logfile", str(self._dir / "redis.log"),
-        ]  # fmt: skip
-        # own session: a Ctrl-C meant for our process group must not kill Redis before our processes stop
-        self._process = process = subprocess.Popen(
-            args,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=follow_parent(),  # no thread runs yet: this is called before the Clerk stand-in starts
-        )
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: process.poll() is not None or redis_answers(self.url), timeout_s, what="redis-server")
-        if process.poll() is not None or not redis_answers(self.url):
-            self.stop()
-            raise RuntimeError(f"redis-server did not start on port {self.port}")
-        return self
-
-
 def ensure_redis(url: str) -> RedisServer | None:
     """Start a redis-server for ``url`` if nothing answers there; None if one already does."""
     if redis_answers(url):
@@ -90,7 +58,8 @@ def ensure_redis(url: str) -> RedisServer | None:
     parts = urlsplit(url)
     if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
         raise ConfigError("REDIS_URL", f"nothing answers at {parts.hostname}:{parts.port or 6379}")
-    return _FollowingRedisServer(port=parts.port or 6379).start()
+    # the kernel stops it too if this process is SIGKILLed (no thread runs yet: the stand-in starts later)
+    return RedisServer(port=parts.port or 6379, preexec_fn=follow_parent()).start()
 
 
 def signing_secret_file() -> Path:
