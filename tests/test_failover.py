@@ -234,3 +234,29 @@ def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     primary = Redis.from_url(topology.primary.url)
     assert primary.exists(f"user-orgs:{ALICE}") == 0  # the invalidation stands on the primary meanwhile
     primary.close()
+
+
+def test_a_worker_pointed_at_a_replica_waits_quietly_and_resumes_once_it_is_promoted(
+    clerk: ClerkStandIn, tmp_path: Path
+) -> None:
+    """Without Sentinel, a node demoted by a failover answers PING but refuses writes (READONLY). The
+    worker must not restart RQ in a tight loop logging each failure: it waits, saying so once."""
+    from devstack.redis_server import RedisServer
+    from tests.support import ALICE, cached_member, intake_client, post_event, procfile_process
+
+    with RedisServer() as primary, RedisServer(replica_of=("127.0.0.1", primary.port)) as replica:
+        wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", 10)
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log, procfile_process("worker", stack_env(replica.url, clerk), log):
+            time.sleep(3.0)
+            text = log_path.read_text()
+            assert text.count("waiting for a primary") == 1, text[-2000:]
+            assert len(text.splitlines()) < 20, "the worker logs in a loop"
+            replica.client().replicaof("NO", "ONE")  # promoted, as a failover would
+            cache = make_cache(replica.url, clerk.url)
+            acme = cached_member(clerk, cache, ALICE)
+            client = intake_client(replica.url)
+            assert post_event(client, clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200
+            redis = replica.client(decode_responses=True)
+            wait_until(lambda: "org:admin" in (redis.get(f"user-orgs:{ALICE}") or ""), 20, what="the worker")
+            assert "Redis primary reachable again" in log_path.read_text()
