@@ -14,6 +14,8 @@ machine, against the same private redis-server and Clerk stand-in:
 9. curves       hit latency vs orgs per user; drain rate vs REFRESH_CONCURRENCY and worker processes
 10. sizing      Redis memory per cached user (1, 10, 100 orgs); hits/s one redis-server gives 1, 2, 4
                 client processes, and its CPU (bench/sizing.py)
+11. budget      Clerk enforcing 1,000 / 10 s: cold lookups at 10/s during a 1,500-user re-warm
+                burst vs the same lookups without it; 429s, re-warm rate (bench/clerk_budget.py)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import redis as redis_py
 import requests
 from redis import Redis
 
+from bench.clerk_budget import budget_line, budget_under_burst
 from bench.loadgen import fire, raw_request
 from bench.sizing import hits_vs_processes, memory_per_user, sizing_lines
 from bench.stats import p50_p99_over_reps, percentile
@@ -317,6 +320,7 @@ def run(quick: bool) -> dict[str, Any]:
         ("drain_vs_workers", lambda: {str(w): bench.drain(workers=w) for w in (1, 2, 4)}),
         ("memory_per_user", lambda: memory_per_user(quick)),
         ("hits_vs_processes", lambda: hits_vs_processes(quick)),
+        ("clerk_budget", lambda: budget_under_burst(quick)),
     ]
     try:
         for name, step in steps:
@@ -379,6 +383,7 @@ def table(r: dict[str, Any]) -> str:
         f"{w}: {v['rewarmed_per_s']:.0f}" for w, v in r["drain_vs_workers"].items()
     ))  # fmt: skip
     lines += sizing_lines(r)
+    lines.append(budget_line(r))
     return "\n".join(lines)
 
 

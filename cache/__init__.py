@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from cache.budget import BudgetPolicy, ClerkBudget, ClerkRateLimited, Priority
 from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import RedisTarget, cache_redis
@@ -35,6 +36,7 @@ __all__ = [
     "ClerkClient",
     "ClerkError",
     "ClerkNotFound",
+    "ClerkRateLimited",
     "ClerkUnavailable",
     "ConfigError",
     "InvalidId",
@@ -55,9 +57,11 @@ _default_lock = threading.Lock()
 
 def build_cache(settings: Settings) -> MembershipCache:
     """A cache with its own fail-fast Redis client (through Sentinel when configured) and Clerk session."""
+    redis = cache_redis(RedisTarget.from_settings(settings))
+    budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))
     return MembershipCache(
-        cache_redis(RedisTarget.from_settings(settings)),
-        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        redis,
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.INTERACTIVE),
         ttl_seconds=settings.user_orgs_ttl_seconds,
         durable=ReplicaWait(WaitPolicy.from_settings(settings)),
     )

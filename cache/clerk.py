@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from cache.budget import ClerkBudget, Priority
 from cache.contract import check_org_id, check_user_id
 from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import CLERK_REQUESTS, CLERK_RESPONSES
@@ -41,6 +42,8 @@ class ClerkClient:
         max_attempts: int = 4,
         retry_budget_s: float = 10.0,
         max_retry_after_s: float = 5.0,
+        budget: ClerkBudget | None = None,
+        priority: Priority = Priority.INTERACTIVE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base = api_url.rstrip("/") + "/v1"
@@ -51,6 +54,8 @@ class ClerkClient:
         self._retry_budget_s = retry_budget_s
         self._max_retry_after_s = max_retry_after_s
         self._sleep = sleep
+        self.budget = budget
+        self.priority = priority
 
     def __repr__(self) -> str:  # never show the key
         return f"ClerkClient({self._base!r})"
@@ -94,6 +99,8 @@ class ClerkClient:
         url = self._base + path
         last: ClerkUnavailable | None = None
         for attempt in range(1, self._max_attempts + 1):
+            if self.budget is not None:
+                self.budget.take(self.priority)  # waits for the fleet's budget (or raises ClerkRateLimited)
             started = time.perf_counter()
             try:
                 response = self._session.get(url, params=params, headers=self._auth, timeout=self._timeout)
@@ -110,6 +117,9 @@ class ClerkClient:
                 if not isinstance(outcome, _Retry):
                     return outcome
                 last, wait = outcome.error, outcome.wait
+                if response.status_code == 429 and self.budget is not None:
+                    self.budget.pause(self._retry_after_raw(response))  # every process waits, this one in take()
+                    wait = 0.0
             if attempt == self._max_attempts or time.monotonic() + wait > deadline:
                 break
             self._sleep(wait)
@@ -136,6 +146,13 @@ class ClerkClient:
         if status == 404:
             raise ClerkNotFound("Clerk does not know this resource (404)", status)
         raise ClerkError(f"Clerk answered {status}: {_clerk_message(response)}", status)
+
+    @staticmethod
+    def _retry_after_raw(response: requests.Response) -> float:
+        try:
+            return max(float(response.headers.get("Retry-After", "1")), 0.0)
+        except ValueError:
+            return 1.0
 
     def _retry_after(self, response: requests.Response) -> float:
         try:

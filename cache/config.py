@@ -49,6 +49,10 @@ class Settings:
     refresh_retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
     worker_metrics_port: int | None = None
     worker_sweep_seconds: float = 60.0
+    clerk_rate_limit: int = 800
+    clerk_rate_limit_reserve: int | None = None  # None: a twentieth of the limit
+    clerk_rate_window_seconds: float = 10.0
+    clerk_interactive_wait_ms: int = 2000
     log_format: str = "json"
     log_level: str = "INFO"
 
@@ -236,6 +240,28 @@ VARIABLES: tuple[Variable, ...] = (
         "cli",
         "one or more whsec_... secrets from Clerk's webhook endpoint, separated by spaces",
         required="web",
+    ),
+    _v("CLERK_RATE_LIMIT", "clerk_rate_limit", _int_in(1, 100_000), "library worker cli", "Clerk requests per window"),
+    _v(
+        "CLERK_RATE_LIMIT_RESERVE",
+        "clerk_rate_limit_reserve",
+        _int_in(0, 100_000),
+        "library worker cli",
+        "slots re-warming leaves to interactive calls",
+    ),
+    _v(
+        "CLERK_RATE_WINDOW_SECONDS",
+        "clerk_rate_window_seconds",
+        _seconds_in(0.1, 60),
+        "library worker cli",
+        "the rate limit's window",
+    ),
+    _v(
+        "CLERK_INTERACTIVE_WAIT_MS",
+        "clerk_interactive_wait_ms",
+        _int_in(0, 10_000),
+        "library worker cli",
+        "how long a lookup waits for Clerk budget",
     ),
     _v("USER_ORGS_TTL_SECONDS", "user_orgs_ttl_seconds", _int_in(1, 86_400), "library worker cli", "value lifetime"),
     _v("PORT", "port", _int_in(1, 65_535), "web", "the web process's port"),

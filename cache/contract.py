@@ -36,6 +36,9 @@ REFRESHING_PREFIX = "clerk-org-cache:refreshing:"
 DRAINS_KEY = "clerk-org-cache:drains"
 DRAIN_LEASE_PREFIX = "clerk-org-cache:drain:"
 DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
+CLERK_BUDGET_KEY = "clerk-org-cache:clerk-budget"
+CLERK_PAUSED_UNTIL_KEY = "clerk-org-cache:clerk-paused-until"
+CLERK_INTERACTIVE_WAITING_KEY = "clerk-org-cache:clerk-interactive-waiting"
 QUEUE_NAME = "clerk-org-cache"
 
 _USER_ID = re.compile(r"user_[A-Za-z0-9]{1,64}")

@@ -55,6 +55,8 @@ SCRIPT_NAMES = (
     "record",
     "take_pending",
     "recover_drains",
+    "clerk_budget",
+    "clerk_pause",
     "finish_patch",
     "finish_org_patch",
 )
@@ -194,6 +196,8 @@ class Protocol:
         self.shebang_refused = False  # learnt on first use: the server refuses `#!lua flags=` (Redis < 7, some managed)
         self._take_pending = redis.register_script(script_source("take_pending"))
         self._recover_drains = redis.register_script(script_source("recover_drains"))
+        self._clerk_budget = redis.register_script(script_source("clerk_budget"))
+        self._clerk_pause = redis.register_script(script_source("clerk_pause"))
         self._finish_org_patch = redis.register_script(script_source("finish_org_patch"))
         self._finish_patch = redis.register_script(script_source("finish_patch"))
 
@@ -352,6 +356,10 @@ class Protocol:
             pipe.srem(contract.refreshing_key(drain_id), *refreshed, *retry)
         pipe.execute()
 
+    def pending_count(self) -> int:
+        """Users waiting for a full re-read (not yet taken by a drain job)."""
+        return int(self._redis.scard(contract.PENDING_REFRESH_KEY))
+
     def waiting_work(self) -> int:
         """Users pending, taken by drain jobs, or waiting for an org patch (for the sweep and metrics)."""
         pipe = self._redis.pipeline(transaction=False)
@@ -359,6 +367,18 @@ class Protocol:
         pipe.scard(contract.DRAINS_KEY)
         pipe.scard(contract.ORG_PATCHES_KEY)
         return sum(int(n) for n in pipe.execute())
+
+    # -- the fleet's Clerk budget (see cache/budget.py) ---------------------------------------
+
+    def take_clerk_budget(self, priority: str, limit: int, window_ms: int, reserve: int) -> tuple[bool, int]:
+        """One slot of Clerk budget for priority 'i' or 'r': (granted, ms to wait before asking again)."""
+        keys = [contract.CLERK_BUDGET_KEY, contract.CLERK_PAUSED_UNTIL_KEY, contract.CLERK_INTERACTIVE_WAITING_KEY]
+        granted, wait_ms = self._clerk_budget(keys=keys, args=[priority, limit, window_ms, reserve, new_token()])
+        return bool(granted), int(wait_ms)
+
+    def pause_clerk(self, ms: int) -> None:
+        """Nobody calls Clerk for ``ms`` (after a 429): extends the fleet's pause, never shortens it."""
+        self._clerk_pause(keys=[contract.CLERK_PAUSED_UNTIL_KEY], args=[ms])
 
     # -- org patches: members stashed by an org event, patched from one Clerk read --------
 

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
 from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import RedisTarget, Role, cache_redis, redis_client
@@ -125,9 +126,11 @@ def cmd_invalidate_org(args: argparse.Namespace) -> int:
 def cmd_warm(args: argparse.Namespace) -> int:
     settings = _settings()
     user_ids = [check_user_id(u) for u in (args.user_ids or (line.strip() for line in sys.stdin)) if u]
+    redis = cache_redis(RedisTarget.from_settings(settings))
+    budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))  # warm draws from the re-warm share
     refresher = Refresher(
-        cache_redis(RedisTarget.from_settings(settings)),
-        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        redis,
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.REWARM),
         ttl_seconds=settings.user_orgs_ttl_seconds,
     )
     interval = 1.0 / args.rate
@@ -157,6 +160,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "users_waiting_for_refresh": redis.scard(PENDING_REFRESH_KEY),
         "org_patches_waiting": redis.scard(ORG_PATCHES_KEY),
         "workers": Worker.count(queue=queue),
+        "clerk_budget": ClerkBudget(redis, BudgetPolicy.from_settings(settings)).usage(),
     }
     totals: dict[str, float] = {}
     for url in args.metrics_url:

@@ -87,6 +87,7 @@ return {keys, ttls, values, expiries}
 
 Pair = tuple[str, str]
 PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or not a member
+Details = tuple[str, str | None] | None  # (org name, slug), or the org is deleted
 
 
 @dataclass
@@ -127,7 +128,8 @@ class FreshnessModel(RuleBasedStateMachine):
         self.orgs: list[str] = []
         self.deleted_users: set[str] = set()
         self.version = 0
-        self.history: dict[Pair, list[tuple[int, PairState]]] = {}
+        self.roles: dict[Pair, list[tuple[int, str | None]]] = {}  # (version, role or not a member)
+        self.details: dict[str, list[tuple[int, Details]]] = {}  # org -> (version, (name, slug) or deleted)
         self.outbox: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []  # event, svix id, version, scope
         self.delivered: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []
         self.acked: list[tuple[int, int, tuple[str, ...]]] = []  # (step, version, scope)
@@ -139,6 +141,12 @@ class FreshnessModel(RuleBasedStateMachine):
         self.stash_provenance: dict[str, int] = {}
 
     # -- Clerk's truth and its history --------------------------------------------------------
+    #
+    # A cached pair (user, org) has two parts with their own events: the membership (is the user
+    # a member, with which role), moved by membership events, user.deleted and organization.deleted;
+    # and the org's details (name, slug), moved by organization.updated and .deleted. An org patch
+    # legitimately joins a newer org name to a role whose own event has not arrived yet, so each part
+    # is checked against the events acknowledged about it.
 
     def pairs_now(self) -> dict[Pair, PairState]:
         now: dict[Pair, PairState] = {}
@@ -151,41 +159,51 @@ class FreshnessModel(RuleBasedStateMachine):
     def record_truth(self) -> None:
         self.version += 1
         now = self.pairs_now()
-        for pair in set(now) | {p for p, h in self.history.items() if h[-1][1] is not None}:
-            state = now.get(pair)
-            history = self.history.setdefault(pair, [(0, None)])
-            if history[-1][1] != state:
-                history.append((self.version, state))
+        for pair in set(now) | set(self.roles):
+            role = now[pair][0] if pair in now else None
+            history = self.roles.setdefault(pair, [(0, None)])
+            if history[-1][1] != role:
+                history.append((self.version, role))
+        for org in set(self.details) | set(self.orgs):
+            try:
+                found = self.clerk.org(org)
+                details: Details = (found["name"], found.get("slug"))
+            except StandInError:
+                details = None
+            history_d = self.details.setdefault(org, [(0, None)])
+            if history_d[-1][1] != details:
+                history_d.append((self.version, details))
 
     def sent(self, event: dict[str, Any], *scope: str) -> None:
         self.record_truth()
         self.outbox.append((event, new_message_id(), self.version, scope))
 
-    def required(self, pair: Pair, before_step: int) -> int:
-        """The version of the newest event about ``pair`` acknowledged before ``before_step``."""
-        user, org = pair
-        versions = [
-            version
-            for step, version, scope in self.acked
-            if step < before_step and scope in (("pair", user, org), ("user", user), ("org", org))
-        ]
-        return max(versions, default=0)
+    def floor(self, scopes: tuple[tuple[str, ...], ...], before_step: int) -> int:
+        """The version of the newest acknowledged event (before ``before_step``) with one of ``scopes``."""
+        return max((v for step, v, scope in self.acked if step < before_step and scope in scopes), default=0)
+
+    @staticmethod
+    def allowed(history: list[tuple[int, Any]], floor: int) -> list[Any]:
+        """The states no older than ``floor``: those set since, and the one in force at it."""
+        return [state for version, state in history if version > floor] + [
+            state for version, state in history if version <= floor
+        ][-1:]
 
     def agrees(self, user: str, memberships: list[Any], before_step: int) -> list[str]:
-        """Pairs of ``memberships`` (contract Membership objects) older than the events acknowledged before."""
-        got: dict[str, PairState] = {
-            m.organization_id: (m.role, m.organization_name, m.organization_slug) for m in memberships
-        }
-        orgs = set(got) | {org for (u, org) in self.history if u == user}
+        """The parts of ``memberships`` (contract objects) older than the events acknowledged before the step."""
+        got = {m.organization_id: m for m in memberships}
         problems = []
-        for org in orgs:
-            history = self.history.get((user, org), [(0, None)])
-            floor = self.required((user, org), before_step)
-            allowed = [state for version, state in history if version >= floor]
-            # the state in force at the floor version counts too (it may have been set before it)
-            allowed += [state for version, state in history if version <= floor][-1:]
-            if got.get(org) not in allowed:
-                problems.append(f"{user} {org}: {got.get(org)} not in {allowed} (floor v{floor})")
+        for org in set(got) | {o for (u, o) in self.roles if u == user}:
+            floor_m = self.floor((("pair", user, org), ("user", user), ("org_deleted", org)), before_step)
+            roles = self.allowed(self.roles.get((user, org), [(0, None)]), floor_m)
+            role = got[org].role if org in got else None
+            if role not in roles:
+                problems.append(f"{user} in {org}: role {role} not in {roles} (since v{floor_m})")
+            if org in got:
+                floor_o = self.floor((("org", org), ("org_deleted", org)), before_step)
+                details = self.allowed(self.details.get(org, [(0, None)]), floor_o)
+                if (got[org].organization_name, got[org].organization_slug) not in details:
+                    problems.append(f"{org} details {got[org].organization_name} not in {details} (since v{floor_o})")
         return problems
 
     def server_ms(self) -> int:
@@ -242,10 +260,10 @@ class FreshnessModel(RuleBasedStateMachine):
         org = self.orgs[which % len(self.orgs)]
         if deleted:
             self.orgs.remove(org)
-            event = self.clerk.delete_org(org)
+            self.sent(self.clerk.delete_org(org), "org_deleted", org)
         else:
             event = self.clerk.update_org(org, name=f"Org v{self.version + 1}", slug=f"org-v{self.version + 1}")
-        self.sent(event, "org", org)
+            self.sent(event, "org", org)
 
     def clerk_new_org(self) -> None:
         if len(self.orgs) < 3:

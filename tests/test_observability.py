@@ -292,6 +292,9 @@ def test_importing_the_library_registers_only_lookup_metrics() -> None:
     assert names == str(
         sorted(
             [
+                "clerk_org_cache_clerk_budget",
+                "clerk_org_cache_clerk_budget_wait_seconds",
+                "clerk_org_cache_clerk_pauses",
                 "clerk_org_cache_clerk_request_seconds",
                 "clerk_org_cache_clerk_responses",
                 "clerk_org_cache_fills",

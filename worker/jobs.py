@@ -19,16 +19,19 @@ from contextlib import contextmanager
 from redis.exceptions import RedisError
 from rq import get_current_job
 
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
 from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import RedisTarget, cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
 from cache.protocol import DRAIN_HEARTBEAT_S, PatchAction, Protocol
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
+from worker.queue import enqueue_drain, refresh_queue
 from worker.refresher import Refresher
 
 log = logging.getLogger(__name__)
 BATCH = 100
+DRAIN_SLICE_S = 120.0  # one job takes new batches for this long, then queues a successor (RQ's timeout is 180 s)
 PATCH_BATCH = 1000  # users patched per Clerk read of the org
 
 _state_lock = threading.Lock()
@@ -42,9 +45,11 @@ class RefreshIncomplete(ClerkCacheError):
 
 def configure(settings: Settings) -> None:
     """Build the refresher jobs use in this process from the settings (``python -m worker`` does)."""
+    redis = cache_redis(RedisTarget.from_settings(settings))
+    budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))
     refresher = Refresher(
-        cache_redis(RedisTarget.from_settings(settings)),
-        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
+        redis,
+        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.REWARM),
         ttl_seconds=settings.user_orgs_ttl_seconds,
     )
     use_refresher(refresher, settings.refresh_concurrency)
@@ -126,7 +131,8 @@ def _drain_as(drain_id: str, refresher: Refresher, protocol: Protocol) -> dict[s
     batch: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
-            while batch := protocol.take_pending(BATCH, drain_id):
+            sliced_at = time.monotonic() + DRAIN_SLICE_S
+            while time.monotonic() < sliced_at and (batch := protocol.take_pending(BATCH, drain_id)):
                 retry: list[str] = []
                 for user_id, outcome in refresher.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
@@ -150,6 +156,8 @@ def _drain_as(drain_id: str, refresher: Refresher, protocol: Protocol) -> dict[s
     if failed:
         REFRESHES.labels("failed").inc(len(failed))
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
+    if protocol.pending_count():  # the slice is over (the Clerk budget paces a big re-warm): a new job goes on
+        enqueue_drain(refresh_queue(refresher.redis))
     return {"patched": patched, "refreshed": refreshed, "skipped": skipped}
 
 

@@ -1,10 +1,13 @@
 """Misbehaviour on demand, so tests can make Clerk slow, failing or stuck at a chosen moment.
 
 Latency before an answer, a delay after it is computed (so a read can race a change),
-queued error answers, and the Gate that holds a user's membership read.
+queued error answers, the Gate that holds a user's membership read, and Clerk's own
+rate limit (`RateLimit`), so tests and benchmarks meet 429s as production does.
 """
 
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +69,47 @@ class Gate:
         self.release()
 
 
+CLERK_LIMITS = {"production": 1000, "development": 100}  # requests per 10 s per instance (Clerk's docs)
+
+
+class RateLimit:
+    """Clerk's per-instance limit: fixed windows of ``window_s``; beyond ``limit``, 429 with Retry-After."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None  # None: no limit (the default)
+        self.window_s = 10.0
+        self.refused = 0  # 429s answered
+        self.busiest = 0  # the most requests any window admitted
+        self._lock = threading.Lock()
+        self._window = -1
+        self._count = 0
+
+    def set(self, limit: str | int | None, window_s: float = 10.0) -> None:
+        """``"production"`` (1,000 / 10 s), ``"development"`` (100 / 10 s), a number, or None (off)."""
+        with self._lock:
+            self.limit = CLERK_LIMITS[limit] if isinstance(limit, str) else limit
+            self.window_s = window_s
+            self.refused = self.busiest = self._count = 0
+            self._window = -1
+
+    def admit(self) -> Response | None:
+        """None when this request is within the limit, else Clerk's 429."""
+        if self.limit is None:
+            return None
+        now = time.time()
+        window = int(now // self.window_s)
+        with self._lock:
+            if window != self._window:
+                self._window, self._count = window, 0
+            if self._count >= self.limit:
+                self.refused += 1
+                retry_after = max(1, math.ceil((window + 1) * self.window_s - now))
+                return Response(429, dumps(error_payload(429)), {"Retry-After": str(retry_after)})
+            self._count += 1
+            self.busiest = max(self.busiest, self._count)
+        return None
+
+
 class Faults:
     """What the next requests should suffer; thread-safe, shared by all request threads."""
 
@@ -75,6 +119,7 @@ class Faults:
         self._lock = threading.Lock()
         self._failures: deque[_Failure] = deque()
         self._gates: dict[str, Gate] = {}
+        self.rate_limit = RateLimit()
 
     def fail_next(self, n: int, status: int, retry_after: int | None, body: str | None) -> None:
         with self._lock:

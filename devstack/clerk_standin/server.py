@@ -61,6 +61,9 @@ class Api:
             self._calls[path] += 1
         query = parse_qs(split.query, keep_blank_values=True)
         segs = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+        refused = self._faults.rate_limit.admit()  # counted as it arrives, as Clerk does
+        if refused is not None:
+            return refused
         if self._faults.latency_s > 0:
             time.sleep(self._faults.latency_s)
         failure = self._faults.next_failure()

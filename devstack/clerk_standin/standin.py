@@ -2,7 +2,7 @@
 
 from types import TracebackType
 
-from devstack.clerk_standin.faults import Faults, Gate
+from devstack.clerk_standin.faults import Faults, Gate, RateLimit
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.server import Api, Listener
 from devstack.clerk_standin.shapes import JSON
@@ -114,6 +114,11 @@ class ClerkStandIn:
     @answer_delay_s.setter
     def answer_delay_s(self, seconds: float) -> None:
         self._faults.answer_delay_s = seconds
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """Clerk's rate limit, off by default: ``standin.rate_limit.set("production")`` (1,000 / 10 s)."""
+        return self._faults.rate_limit
 
     def fail_next(self, n: int = 1, status: int = 500, retry_after: int | None = None, body: str | None = None) -> None:
         """The next n API requests answer `status` (queued after earlier injections)."""

@@ -1,0 +1,133 @@
+"""The fleet's Clerk budget under a re-warm burst, for ``./dev bench``.
+
+The Clerk stand-in enforces Clerk's production limit (1,000 requests / 10 s, 429 beyond) at
+60 ms a call. Cold lookups of users nobody cached arrive at 10/s for 25 s (a user waits for
+each), first alone (the baseline, same run), then while the worker process re-warms 1,500
+cached users after a burst of membership events. Reported: Clerk's 429s, the interactive
+p50/p99 against the baseline, interactive errors, and the re-warm rate against the budget
+that interactive use leaves (the default budget, 800 / 10 s, minus 10 lookups/s).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from redis import Redis
+
+from bench.loadgen import fire, raw_request
+from bench.stats import percentile
+from cache import ClerkClient, MembershipCache
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
+from cache.connections import cache_redis
+from cache.contract import user_orgs_key
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer
+from devstack.signing import signed_event
+from devstack.stack import LocalStack
+from tests.support import CLERK_KEY, SIGNING_SECRET, make_cache, stack_env
+
+LATENCY_S = 0.060
+RATE_PER_S = 10
+
+
+def interactive_lookups(cache: MembershipCache, users: list[str], seconds: float) -> dict[str, Any]:
+    """Cold lookups of ``users`` at RATE_PER_S, each started on schedule whatever the others do."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def lookup(user_id: str) -> None:
+        started = time.perf_counter()
+        try:
+            cache.get_memberships(user_id)
+        except Exception as exc:  # reported, not raised: the figure is how many failed
+            with lock:
+                errors.append(type(exc).__name__)
+            return
+        with lock:
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    count = int(seconds * RATE_PER_S)
+    begin = time.monotonic()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for i in range(count):
+            time.sleep(max(0.0, begin + i / RATE_PER_S - time.monotonic()))
+            pool.submit(lookup, users[i])
+    return {
+        "lookups": count,
+        "p50_ms": percentile(latencies, 50) if latencies else 0.0,
+        "p99_ms": percentile(latencies, 99) if latencies else 0.0,
+        "errors": len(errors),
+    }
+
+
+def budget_under_burst(quick: bool) -> dict[str, Any]:
+    seconds = 8.0 if quick else 25.0
+    burst = 400 if quick else 1500
+    policy = BudgetPolicy()  # the defaults: 800 / 10 s, reserve 40
+    with RedisServer() as redis_server, ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        org = clerk.create_org("Budget")["data"]["id"]
+        warm_users = [f"user_2bwarm{i:05d}" for i in range(burst)]
+        filler = make_cache(redis_server.url, clerk.url)
+        for user_id in warm_users:  # set-up, before Clerk's limit is switched on
+            clerk.add_membership(user_id, org)
+            filler.get_memberships(user_id)
+        events = []
+        for user_id in warm_users:
+            body, headers = signed_event(SIGNING_SECRET, clerk.update_membership(user_id, org, "org:admin"))
+            events.append(raw_request("POST", "/webhooks/clerk", headers, body.encode()))
+        cold = [f"user_2bcold{i:05d}" for i in range(int(2 * seconds * RATE_PER_S))]
+        clerk.latency_s = LATENCY_S
+        clerk.rate_limit.set("production")
+        redis = cache_redis(redis_server.url)
+        budget = ClerkBudget(redis, policy)
+        cache = MembershipCache(redis, ClerkClient(CLERK_KEY, clerk.url, budget=budget, priority=Priority.INTERACTIVE))
+        with LocalStack(stack_env(redis_server.url, clerk)) as stack:
+            baseline = interactive_lookups(cache, cold[: len(cold) // 2], seconds)
+            started = time.monotonic()
+            sent = fire(stack.port, events, max_seconds=60)
+            during = interactive_lookups(cache, cold[len(cold) // 2 :], seconds)
+            check = Redis.from_url(redis_server.url)
+            keys = [user_orgs_key(u) for u in warm_users]
+            deadline = time.monotonic() + 300
+            while not all(v and b"org:admin" in v for v in check.mget(keys)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rewarm_s = time.monotonic() - started
+            check.close()
+    left = policy.limit / policy.window_s - RATE_PER_S
+    rewarmed_per_s = burst / rewarm_s
+    return {
+        "clerk_limit": "1,000 requests / 10 s (production)",
+        "budget_per_window": policy.limit,
+        "events": burst,
+        "events_failed": sent["failed"],
+        "baseline": baseline,
+        "during_burst": during,
+        "clerk_429s": clerk.rate_limit.refused,
+        "rewarm_seconds": rewarm_s,
+        "rewarmed_per_s": rewarmed_per_s,
+        "budget_left_per_s": left,
+        "rewarm_share_of_left": rewarmed_per_s / left,
+        "p99_ratio": during["p99_ms"] / baseline["p99_ms"] if baseline["p99_ms"] else 0.0,
+    }
+
+
+def budget_line(r: dict[str, Any]) -> str:
+    b = r.get("clerk_budget")
+    if not b:
+        return ""
+    return (
+        f"Clerk budget under a re-warm burst ({b['events']} users, Clerk limit {b['clerk_limit']}): "
+        f"429s {b['clerk_429s']}; interactive p50/p99 {b['during_burst']['p50_ms']:.0f}/"
+        f"{b['during_burst']['p99_ms']:.0f} ms vs {b['baseline']['p50_ms']:.0f}/{b['baseline']['p99_ms']:.0f} ms "
+        f"without the burst ({b['p99_ratio']:.2f}x p99), errors {b['during_burst']['errors']}; re-warmed "
+        f"{b['rewarmed_per_s']:.0f}/s of {b['budget_left_per_s']:.0f}/s left ({b['rewarm_share_of_left'] * 100:.0f} %)"
+    )
+
+
+if __name__ == "__main__":
+    print(json.dumps(budget_under_burst(quick=False), indent=2))

@@ -1,0 +1,130 @@
+"""One Clerk rate-limit budget in Redis, shared by every process: interactive lookups first.
+
+Clerk limits an instance to 1,000 Backend API requests per 10 s in production (100 on a
+development instance) and answers 429 beyond; every process of ours uses the same key.
+Before each request a process takes a slot from one moving window in Redis
+(`cache/lua/clerk_budget.lua`): interactive calls (a user is waiting) may use the whole
+budget; re-warming (the worker, the CLI's ``warm``) only what leaves the reserve, and
+nothing while an interactive caller waits, so it slows down instead of competing. A 429
+anywhere pauses every process until ``Retry-After``. An interactive caller that cannot
+get a slot within ``CLERK_INTERACTIVE_WAIT_MS`` gets `ClerkRateLimited` (nothing is
+stored; the app decides, usually to deny). If Redis cannot be reached the budget is not
+enforced (Clerk's own 429s and our retries still apply).
+
+Why not the ``limits`` library: its moving window has no notion of priority, reserve or
+a fleet-wide pause, and two of its limiters could not be taken atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from prometheus_client import Counter, Histogram
+from redis import Redis
+from redis.exceptions import RedisError
+
+from cache.config import Settings
+from cache.contract import CLERK_BUDGET_KEY, CLERK_PAUSED_UNTIL_KEY
+from cache.errors import ClerkUnavailable
+from cache.metrics import LATENCY_BUCKETS
+from cache.protocol import Protocol
+
+BUDGET = Counter("clerk_org_cache_clerk_budget", "Clerk budget requests by class and outcome", ["priority", "outcome"])
+BUDGET_WAIT = Histogram(
+    "clerk_org_cache_clerk_budget_wait_seconds", "Time spent waiting for Clerk budget", ["priority"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+PAUSES = Counter("clerk_org_cache_clerk_pauses", "429s from Clerk that paused every process")
+
+
+class Priority(Enum):
+    INTERACTIVE = "i"  # a user is waiting for this answer
+    REWARM = "r"  # nobody is: the worker's refreshes, the CLI's warm
+
+
+class ClerkRateLimited(ClerkUnavailable):
+    """No Clerk budget within the interactive wait (the fleet is at its limit, or paused after a 429)."""
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    limit: int = 800  # requests per window: 80 % of Clerk's production limit
+    window_s: float = 10.0
+    reserve: int = 40  # slots re-warming leaves to interactive calls
+    interactive_wait_s: float = 2.0
+    rewarm_wait_s: float = 600.0  # re-warming waits as long as it takes (its job slices its work)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BudgetPolicy:
+        limit = settings.clerk_rate_limit
+        reserve = settings.clerk_rate_limit_reserve if settings.clerk_rate_limit_reserve is not None else limit // 20
+        return cls(
+            limit=limit,
+            window_s=settings.clerk_rate_window_seconds,
+            reserve=min(reserve, limit - 1),
+            interactive_wait_s=settings.clerk_interactive_wait_ms / 1000,
+        )
+
+
+class ClerkBudget:
+    """Takes a slot before each Clerk request; see the module docstring for the rules."""
+
+    def __init__(
+        self, redis: Redis, policy: BudgetPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.redis = redis
+        self.policy = policy or BudgetPolicy()
+        self._protocol = Protocol(redis)
+        self._sleep = sleep
+
+    def take(self, priority: Priority) -> None:
+        """Return once this process may send one request to Clerk (raises ClerkRateLimited, see above)."""
+        policy = self.policy
+        started = time.monotonic()
+        deadline = started + (policy.interactive_wait_s if priority is Priority.INTERACTIVE else policy.rewarm_wait_s)
+        # a little longer than the window: a request granted near a window's end reaches Clerk a moment later
+        window_ms = int(policy.window_s * 1000 * 1.01) + 20
+        waited = False
+        while True:
+            try:
+                granted, wait_ms = self._protocol.take_clerk_budget(
+                    priority.value, policy.limit, window_ms, policy.reserve
+                )
+            except RedisError:
+                BUDGET.labels(priority.name.lower(), "unenforced").inc()
+                return  # no shared budget without Redis: Clerk's own 429s still apply
+            if granted:
+                BUDGET.labels(priority.name.lower(), "waited" if waited else "granted").inc()
+                if waited:
+                    BUDGET_WAIT.labels(priority.name.lower()).observe(time.monotonic() - started)
+                return
+            waited = True
+            pause_s = wait_ms / 1000
+            if time.monotonic() + pause_s > deadline:
+                BUDGET.labels(priority.name.lower(), "refused").inc()
+                raise ClerkRateLimited(f"no Clerk budget within {policy.interactive_wait_s:g} s (rate limit)")
+            self._sleep(min(pause_s, 0.25))
+
+    def pause(self, seconds: float) -> None:
+        """Clerk answered 429: nobody calls it for ``seconds`` (its Retry-After)."""
+        PAUSES.inc()
+        with contextlib.suppress(RedisError):  # no fleet pause without Redis: this process still backs off
+            self._protocol.pause_clerk(max(1, int(seconds * 1000)))
+
+    def usage(self) -> dict[str, float]:
+        """What the window holds now, for `clerk-org-cache stats`."""
+        window_ms = int(self.policy.window_s * 1000)
+        now_s, now_us = self.redis.time()
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        used = int(self.redis.zcount(CLERK_BUDGET_KEY, now_ms - window_ms, "+inf"))
+        paused_until = int(self.redis.get(CLERK_PAUSED_UNTIL_KEY) or 0)
+        return {
+            "limit_per_window": self.policy.limit,
+            "window_s": self.policy.window_s,
+            "used_in_window": used,
+            "paused_for_s": max(0.0, (paused_until - now_ms) / 1000),
+        }

@@ -1,0 +1,131 @@
+"""One Clerk budget in Redis for the whole fleet: shared by processes, interactive first, paused by a 429.
+
+Windows are shortened (CLERK_RATE_WINDOW_SECONDS) so the tests run in real time; the Clerk stand-in
+enforces Clerk's own rule (fixed windows, 429 with Retry-After) at the same scale.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from redis import Redis
+
+from cache import ClerkClient, ClerkRateLimited
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer
+from devstack.stack import REPO
+from devstack.waiting import wait_until
+from tests.support import CLERK_KEY
+
+LIMIT, WINDOW_S = 30, 1.0
+
+CALLER = """
+import sys, time
+from redis import Redis
+from cache import ClerkClient
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
+redis_url, clerk_url, key, seconds = sys.argv[1:5]
+budget = ClerkBudget(Redis.from_url(redis_url), BudgetPolicy(limit=30, window_s=1.0, reserve=3))
+clerk = ClerkClient(key, clerk_url, budget=budget, priority=Priority.REWARM)
+calls, end = 0, time.monotonic() + float(seconds)
+while time.monotonic() < end:
+    clerk.list_user_memberships("user_2budget")
+    calls += 1
+print(calls)
+"""
+
+
+def policy(**overrides: float) -> BudgetPolicy:
+    return BudgetPolicy(**{"limit": LIMIT, "window_s": WINDOW_S, "reserve": 3, **overrides})  # type: ignore[arg-type]
+
+
+def test_two_processes_share_one_budget_and_clerk_never_sees_it_exceeded(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    clerk.rate_limit.set(LIMIT, window_s=WINDOW_S)  # Clerk's rule at this scale: fixed windows, 429 beyond
+    args = [redis_server.url, clerk.url, CLERK_KEY, "3.5"]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", CALLER, *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    calls = [int(p.communicate(timeout=60)[0]) for p in processes]
+    assert all(n > 0 for n in calls), calls  # both drew from the budget
+    assert clerk.rate_limit.refused == 0  # the fleet never went over Clerk's limit...
+    assert clerk.rate_limit.busiest <= LIMIT
+    assert sum(calls) >= 2 * (LIMIT - 3)  # ...and used it (re-warming leaves the reserve): ~3 windows' worth
+
+
+def test_a_429_seen_by_one_process_pauses_the_others(redis_server: RedisServer, clerk: ClerkStandIn) -> None:
+    def client() -> ClerkClient:  # each with its own Redis connection, as in another process
+        budget = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=5))
+        return ClerkClient(CLERK_KEY, clerk.url, budget=budget)
+
+    first, second = client(), client()
+    clerk.fail_next(1, status=429, retry_after=2)
+    first_done, second_done = threading.Event(), threading.Event()
+    threading.Thread(target=lambda: (first.list_user_memberships("user_2first"), first_done.set())).start()
+    wait_until(lambda: clerk.call_count("/v1/users/user_2first/") == 1, 5)  # its 429 pauses the fleet
+    time.sleep(0.1)
+    threading.Thread(target=lambda: (second.list_user_memberships("user_2second"), second_done.set())).start()
+    time.sleep(0.8)
+    assert clerk.call_count("/v1/users/user_2second/") == 0  # the other client waits out the pause
+    assert first_done.wait(5) and second_done.wait(5)  # then both are served
+    assert clerk.call_count("/v1/users/user_2second/") == 1 and clerk.call_count("/v1/users/user_2first/") == 2
+
+
+def test_interactive_lookups_are_served_while_rewarming_saturates_the_budget(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    rewarm = ClerkBudget(Redis.from_url(redis_server.url), policy())
+    interactive = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=1.0))
+    stop = threading.Event()
+    rewarm_grants: list[float] = []
+
+    def rewarming() -> None:
+        while not stop.is_set():
+            rewarm.take(Priority.REWARM)
+            rewarm_grants.append(time.monotonic())
+
+    threads = [threading.Thread(target=rewarming) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.2)  # re-warming has taken all it may
+    try:
+        for _ in range(12):
+            interactive.take(Priority.INTERACTIVE)  # raises ClerkRateLimited if it had to wait past 1 s
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        redis.delete("clerk-org-cache:clerk-paused-until")  # nothing to undo; keeps the threads' last take short
+        for thread in threads:
+            thread.join(5)
+    window_counts = [sum(1 for t in rewarm_grants if start <= t < start + WINDOW_S) for start in rewarm_grants]
+    assert max(window_counts) <= LIMIT - 3  # re-warming never took the reserve
+
+
+def test_an_interactive_caller_that_cannot_wait_gets_a_typed_error(redis_server: RedisServer) -> None:
+    budget = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=0.2))
+    budget.pause(5)  # as after a 429 with Retry-After: 5
+    with pytest.raises(ClerkRateLimited):
+        budget.take(Priority.INTERACTIVE)
+
+
+@pytest.mark.parametrize(("instance", "limit"), [("development", 100), ("production", 1000)])
+def test_the_stand_in_enforces_clerks_documented_limits(clerk: ClerkStandIn, instance: str, limit: int) -> None:
+    clerk.rate_limit.set(instance)
+    session = requests.Session()
+    url = f"{clerk.url}/v1/users/user_2limit/organization_memberships"
+    headers = {"Authorization": f"Bearer {CLERK_KEY}"}
+    while time.time() % 10 > 7:  # start early in a 10 s window, so that all fit in one
+        time.sleep(0.1)
+    statuses = [session.get(url, headers=headers, timeout=5).status_code for _ in range(limit + 1)]
+    assert statuses[:limit] == [200] * limit
+    refused = session.get(url, headers=headers, timeout=5)
+    assert statuses[-1] == 429 and refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10
