@@ -26,6 +26,7 @@ Size: MODEL_PROFILE=ci (default: 2,000 examples of up to 50 steps) or long (100x
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,8 @@ for i, key in ipairs(ARGV) do
 end
 return {keys, ttls, values, expiries}
 """
+
+SEEN: Counter[str] = Counter()  # how often the interesting steps happened (printed with -s)
 
 Pair = tuple[str, str]
 PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or not a member
@@ -305,15 +308,23 @@ class FreshnessModel(RuleBasedStateMachine):
         self.lookups.append(Lookup(user, self.step))
 
     @precondition(lambda self: bool(self.lookups) or bool(self.jobs))
-    @rule(pick=st.integers(0, 10))
-    def an_actor_steps(self, pick: int) -> None:
-        """One lookup or drain job in flight does its next step."""
+    @rule(pick=st.integers(0, 10), steps=st.integers(1, 6))
+    def an_actor_steps(self, pick: int, steps: int) -> None:
+        """One lookup or drain job in flight does its next ``steps`` steps, each one atomic and each
+        followed by the invariants (so a whole lookup can happen between two steps of another actor)."""
         actors: list[Lookup | Job] = [*self.lookups, *self.jobs]
         actor = actors[pick % len(actors)]
-        if isinstance(actor, Job):
-            self.job_step(actor)
-        else:
-            self.lookup_step(actor)
+        for n in range(steps):
+            if n:
+                self.what_redis_holds_is_fresh()
+            if isinstance(actor, Job):
+                if actor not in self.jobs:
+                    return
+                self.job_step(actor)
+            else:
+                if actor not in self.lookups:
+                    return
+                self.lookup_step(actor)
 
     def lookup_step(self, lookup: Lookup) -> None:
         user = lookup.user
@@ -343,7 +354,9 @@ class FreshnessModel(RuleBasedStateMachine):
                 lookup.stage = "done"
         elif lookup.stage == "fill":
             assert lookup.token is not None and lookup.result is not None
-            if self.protocol.fill(fill_for(user, lookup.token, lookup.result), TTL_S):
+            stored = self.protocol.fill(fill_for(user, lookup.token, lookup.result), TTL_S)
+            SEEN["a lookup stored" if stored else "a lookup's fill refused"] += 1
+            if stored:
                 self.provenance[user] = lookup.read_time_ms
             lookup.stage = "done"
         if lookup.stage == "done":
@@ -354,7 +367,7 @@ class FreshnessModel(RuleBasedStateMachine):
 
     # -- drain jobs, a step at a time -----------------------------------------------------------
 
-    @precondition(lambda self: len(self.jobs) < 2)
+    @precondition(lambda self: len(self.jobs) < 2 and bool(self.delivered))
     @rule()
     def job_starts(self) -> None:
         job = Job(new_token())
@@ -450,6 +463,7 @@ class FreshnessModel(RuleBasedStateMachine):
             fills.append(Fill(f.user_id, f.token, f.value, f.org_ids, expire_at_ms=stash.expire_at_ms))
         for fill, stored in zip(fills, self.protocol.fill_many(fills, TTL_S), strict=True):
             actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
+            SEEN["a patch stored" if stored else "a patch refused"] += 1
             if stored and fill.user_id in self.stash_provenance:
                 self.provenance[fill.user_id] = self.stash_provenance[fill.user_id]
         filled = {f.user_id for f in fills}
@@ -532,7 +546,9 @@ class FreshnessModel(RuleBasedStateMachine):
 
 def test_the_freshness_protocol_holds_in_every_interleaving_hypothesis_finds(redis: Redis) -> None:
     FreshnessModel.redis = Redis(connection_pool=redis.connection_pool)
+    SEEN.clear()
     run_state_machine_as_test(FreshnessModel, settings=settings.get_profile(os.environ.get("MODEL_PROFILE", "ci")))
+    print(f"model check: {dict(SEEN)}")
 
 
 pytestmark = pytest.mark.timeout(7200)
