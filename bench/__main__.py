@@ -40,7 +40,9 @@ from bench.clerk_budget import budget_line, budget_under_burst
 from bench.loadgen import fire, raw_request
 from bench.sizing import hits_vs_processes, memory_per_user, sizing_lines
 from bench.stats import p50_p99_over_reps, percentile
-from cache import MembershipCache
+from cache import ClerkClient, MembershipCache
+from cache.budget import BudgetPolicy, ClerkBudget
+from cache.connections import cache_redis
 from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
@@ -130,7 +132,10 @@ class Bench:
         self.reset(CLERK_LATENCY_S)
         user_id = user(1)
         self.seed(user_id, 3, prefix="miss")
-        cache = self.cache()
+        # as app code builds it (`cache.build_cache`): each Clerk call first takes the fleet's budget
+        redis = cache_redis(self.redis_server.url)
+        budget = ClerkBudget(redis, BudgetPolicy())
+        cache = MembershipCache(redis, ClerkClient(CLERK_KEY, self.clerk.url, budget=budget))
 
         def cold() -> None:
             self.redis.delete(user_orgs_key(user_id))
@@ -256,7 +261,9 @@ class Bench:
             body, headers = signed_event(SIGNING_SECRET, self.clerk.update_membership(user_id, org, "org:admin"))
             requests_.append(raw_request("POST", "/webhooks/clerk", headers, body.encode()))
         self.clerk.latency_s = latency_s
-        with self.stack(REFRESH_CONCURRENCY=str(concurrency)) as stack, ExitStack() as extra:
+        # the worker's own throughput: the fleet's Clerk budget is lifted (this stand-in enforces no limit;
+        # the clerk_budget step measures the limited case)
+        with self.stack(REFRESH_CONCURRENCY=str(concurrency), CLERK_RATE_LIMIT="100000") as stack, ExitStack() as extra:
             for _ in range(workers - 1):  # more of the Procfile's worker, with the stack's environment
                 extra.enter_context(procfile_process("worker", stack.env))
             started = time.perf_counter()
