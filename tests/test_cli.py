@@ -101,7 +101,8 @@ def test_stats_and_requeue_failed(env: dict[str, str], redis_server: RedisServer
     connection = Redis.from_url(redis_server.url)
     job_queue(connection).enqueue_call("builtins.int", args=("not a number",))
     assert work_burst(redis_server.url).failed == 1
-    assert '"failed_jobs": 1' in cli("stats", env=env).stdout
+    stats = cli("stats", env=env).stdout
+    assert '"failed_jobs": 1' in stats and '"limit_per_window": 800' in stats  # the Clerk budget line
     result = cli("requeue-failed", env=env)
     assert result.returncode == 0 and "requeued 1" in result.stdout
     assert failed_jobs(connection) == 0 and queued_jobs(connection) == 1
