@@ -27,7 +27,7 @@ from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import signed_event
-from devstack.stack import LocalStack
+from devstack.stack import REPO, LocalStack
 from tests.support import CLERK_KEY, SIGNING_SECRET, make_cache, stack_env
 
 LATENCY_S = 0.060
@@ -86,7 +86,8 @@ def budget_under_burst(quick: bool) -> dict[str, Any]:
         redis = cache_redis(redis_server.url)
         budget = ClerkBudget(redis, policy)
         cache = MembershipCache(redis, ClerkClient(CLERK_KEY, clerk.url, budget=budget, priority=Priority.INTERACTIVE))
-        with LocalStack(stack_env(redis_server.url, clerk)) as stack:
+        log = open(REPO / ".devstack" / "bench-stack.log", "ab")  # noqa: SIM115 - closed below
+        with log, LocalStack(stack_env(redis_server.url, clerk), log=log) as stack:
             baseline = interactive_lookups(cache, cold[: len(cold) // 2], seconds)
             started = time.monotonic()
             sent = fire(stack.port, events, max_seconds=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -23,11 +24,11 @@ from rq.scheduler import RQScheduler
 from cache.config import DEFAULT_RETRY_INTERVALS, settings_or_exit
 from cache.connections import RedisTarget, Role, redis_client
 from cache.contract import QUEUE_NAME
-from cache.protocol import DRAIN_LEASE_MS, Protocol
+from cache.protocol import DRAIN_LEASE_MS
 from service.logs import configure_logging
 from service.redis_checks import log_risky_settings
 from worker import jobs
-from worker.queue import live_drain_jobs, remove_dead_drain_jobs, resume_unfinished
+from worker.queue import resume_unfinished
 from worker.queue_metrics import QueueCollector
 
 log = logging.getLogger("worker")
@@ -115,21 +116,23 @@ def wait_for_primary(connection: Redis) -> None:
         delay = min(delay * 2, 5.0)
 
 
-def take_over_from_a_dead_worker(queue: Queue, connection: Redis) -> None:
-    """At start: if this process replaces a worker killed mid-job, wait for that job's lease to
-    lapse (DRAIN_LEASE_MS), then remove the job and queue its users again, so the first maintenance
-    pass starts a drain at once instead of after RQ's abandoned-job timeout (minutes)."""
-    protocol = Protocol(connection)
-    deadline = time.monotonic() + 2 * DRAIN_LEASE_MS / 1000 + 1.0
-    try:
-        while True:
-            removed = remove_dead_drain_jobs(queue, protocol)
-            protocol.recover_drains()
-            if removed or not live_drain_jobs(queue, protocol) or time.monotonic() > deadline:
-                return  # nothing left behind, or a live worker is running its job
-            time.sleep(0.25)
-    except RedisError:
-        return  # the main loop waits for Redis
+def take_over_soon(connection: Redis, retry_intervals: tuple[int, ...]) -> None:
+    """Once a dead worker's drain lease has had time to lapse (its job is then removable), queue its
+    work, without holding up this worker's start: a live worker's job must not delay it.
+
+    The maintenance pass RQ runs at start may come before the lapse; the next one could be
+    WORKER_SWEEP_SECONDS away, so this one-off pass makes the take-over take seconds, not minutes."""
+
+    def once() -> None:
+        try:
+            if resume_unfinished(connection, retry_intervals):
+                log.info("queued a drain for work a dead worker left")
+        except RedisError:
+            pass  # the main loop reports Redis outages
+
+    timer = threading.Timer(2 * DRAIN_LEASE_MS / 1000 + 0.5, once)
+    timer.daemon = True
+    timer.start()
 
 
 def main() -> int:
@@ -146,8 +149,7 @@ def main() -> int:
         start_http_server(settings.worker_metrics_port)
         log.info("metrics on port %d", settings.worker_metrics_port)
     DrainWorker.retry_intervals = settings.refresh_retry_intervals
-    wait_for_primary(connection)
-    take_over_from_a_dead_worker(queue, connection)
+    take_over_soon(connection, settings.refresh_retry_intervals)
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).

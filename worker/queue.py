@@ -80,12 +80,3 @@ def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
             removed.append(job.id)
             log.warning("removed drain job %s: its worker died mid-job; its users are queued again", job.id)
     return removed
-
-
-def live_drain_jobs(queue: Queue, protocol: Protocol) -> int:
-    """Drain jobs RQ lists as started whose lease is still renewed (or too new to judge)."""
-    return sum(
-        1
-        for job_id in StartedJobRegistry(queue=queue).get_job_ids()
-        if (job := queue.fetch_job(job_id)) is not None and job.func_name == DRAIN_JOB
-    )
