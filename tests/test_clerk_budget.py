@@ -129,3 +129,20 @@ def test_the_stand_in_enforces_clerks_documented_limits(clerk: ClerkStandIn, ins
     refused = session.get(url, headers=headers, timeout=5)
     assert statuses[-1] == 429 and refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 10
+
+
+def test_a_lookup_that_cannot_wait_for_budget_fails_closed_and_stores_nothing(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    from cache import MembershipCache
+    from cache.connections import cache_redis
+    from tests.support import ALICE, held_leases, stored
+
+    client = cache_redis(redis_server.url)
+    budget = ClerkBudget(client, policy(interactive_wait_s=0.2))
+    cache = MembershipCache(client, ClerkClient(CLERK_KEY, clerk.url, budget=budget))
+    budget.pause(5)  # another process just got a 429 with Retry-After: 5
+    with pytest.raises(ClerkRateLimited):
+        cache.get_memberships(ALICE)
+    assert clerk.call_count() == 0  # Clerk was not called during the pause
+    assert stored(redis, ALICE) is None and held_leases(redis) == []  # no guess stored, the lease given back
