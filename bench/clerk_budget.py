@@ -89,18 +89,32 @@ def budget_under_burst(quick: bool) -> dict[str, Any]:
         log = open(REPO / ".devstack" / "bench-stack.log", "ab")  # noqa: SIM115 - closed below
         with log, LocalStack(stack_env(redis_server.url, clerk), log=log) as stack:
             baseline = interactive_lookups(cache, cold[: len(cold) // 2], seconds)
+            keys = [user_orgs_key(u) for u in warm_users]
+            progress: list[tuple[float, int]] = []  # (seconds since the burst, users re-warmed)
+
+            def watch() -> None:
+                check = Redis.from_url(redis_server.url)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    done = sum(1 for v in check.mget(keys) if v and b"org:admin" in v)
+                    progress.append((time.monotonic() - started, done))
+                    if done == burst:
+                        break
+                    time.sleep(0.25)
+                check.close()
+
             started = time.monotonic()
+            watcher = threading.Thread(target=watch)
+            watcher.start()
             sent = fire(stack.port, events, max_seconds=60)
             during = interactive_lookups(cache, cold[len(cold) // 2 :], seconds)
-            check = Redis.from_url(redis_server.url)
-            keys = [user_orgs_key(u) for u in warm_users]
-            deadline = time.monotonic() + 300
-            while not all(v and b"org:admin" in v for v in check.mget(keys)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            rewarm_s = time.monotonic() - started
-            check.close()
+            watcher.join()
+            rewarm_s = progress[-1][0]
     left = policy.limit / policy.window_s - RATE_PER_S
     rewarmed_per_s = burst / rewarm_s
+    # the steady state: the middle of the re-warm, once the window is full, before its tail
+    middle = [(t, n) for t, n in progress if burst * 0.25 <= n <= burst * 0.75]
+    steady = (middle[-1][1] - middle[0][1]) / (middle[-1][0] - middle[0][0]) if len(middle) > 1 else 0.0
     return {
         "clerk_limit": "1,000 requests / 10 s (production)",
         "budget_per_window": policy.limit,
@@ -113,6 +127,8 @@ def budget_under_burst(quick: bool) -> dict[str, Any]:
         "rewarmed_per_s": rewarmed_per_s,
         "budget_left_per_s": left,
         "rewarm_share_of_left": rewarmed_per_s / left,
+        "rewarmed_per_s_steady": steady,
+        "steady_share_of_left": steady / left,
         "p99_ratio": during["p99_ms"] / baseline["p99_ms"] if baseline["p99_ms"] else 0.0,
     }
 
@@ -126,7 +142,8 @@ def budget_line(r: dict[str, Any]) -> str:
         f"429s {b['clerk_429s']}; interactive p50/p99 {b['during_burst']['p50_ms']:.0f}/"
         f"{b['during_burst']['p99_ms']:.0f} ms vs {b['baseline']['p50_ms']:.0f}/{b['baseline']['p99_ms']:.0f} ms "
         f"without the burst ({b['p99_ratio']:.2f}x p99), errors {b['during_burst']['errors']}; re-warmed "
-        f"{b['rewarmed_per_s']:.0f}/s of {b['budget_left_per_s']:.0f}/s left ({b['rewarm_share_of_left'] * 100:.0f} %)"
+        f"{b['rewarmed_per_s']:.0f}/s on average, {b['rewarmed_per_s_steady']:.0f}/s steady, of "
+        f"{b['budget_left_per_s']:.0f}/s left ({b['steady_share_of_left'] * 100:.0f} %)"
     )
 
 

@@ -54,14 +54,14 @@ class ClerkRateLimited(ClerkUnavailable):
 class BudgetPolicy:
     limit: int = 800  # requests per window: 80 % of Clerk's production limit
     window_s: float = 10.0
-    reserve: int = 40  # slots re-warming leaves to interactive calls
+    reserve: int = 16  # slots re-warming leaves to interactive calls (they also go first while one waits)
     interactive_wait_s: float = 2.0
     rewarm_wait_s: float = 600.0  # re-warming waits as long as it takes (its job slices its work)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BudgetPolicy:
         limit = settings.clerk_rate_limit
-        reserve = settings.clerk_rate_limit_reserve if settings.clerk_rate_limit_reserve is not None else limit // 20
+        reserve = settings.clerk_rate_limit_reserve if settings.clerk_rate_limit_reserve is not None else limit // 50
         return cls(
             limit=limit,
             window_s=settings.clerk_rate_window_seconds,

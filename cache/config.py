@@ -50,7 +50,7 @@ class Settings:
     worker_metrics_port: int | None = None
     worker_sweep_seconds: float = 60.0
     clerk_rate_limit: int = 800
-    clerk_rate_limit_reserve: int | None = None  # None: a twentieth of the limit
+    clerk_rate_limit_reserve: int | None = None  # None: a fiftieth of the limit
     clerk_rate_window_seconds: float = 10.0
     clerk_interactive_wait_ms: int = 2000
     log_format: str = "json"
