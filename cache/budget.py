@@ -80,11 +80,15 @@ class ClerkBudget:
         self.policy = policy or BudgetPolicy()
         self._protocol = Protocol(redis)
         self._sleep = sleep
+        self._unenforced_until = 0.0  # after a Redis error, skip the budget for a second (like the lookup breaker)
 
     def take(self, priority: Priority) -> None:
         """Return once this process may send one request to Clerk (raises ClerkRateLimited, see above)."""
         policy = self.policy
         started = time.monotonic()
+        if started < self._unenforced_until:
+            BUDGET.labels(priority.name.lower(), "unenforced").inc()
+            return
         deadline = started + (policy.interactive_wait_s if priority is Priority.INTERACTIVE else policy.rewarm_wait_s)
         # a little longer than the window: a request granted near a window's end reaches Clerk a moment later
         window_ms = int(policy.window_s * 1000 * 1.01) + 20
@@ -95,6 +99,7 @@ class ClerkBudget:
                     priority.value, policy.limit, window_ms, policy.reserve
                 )
             except RedisError:
+                self._unenforced_until = time.monotonic() + 1.0  # do not pay Redis's timeout on every Clerk call
                 BUDGET.labels(priority.name.lower(), "unenforced").inc()
                 return  # no shared budget without Redis: Clerk's own 429s still apply
             if granted:

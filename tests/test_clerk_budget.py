@@ -146,3 +146,16 @@ def test_a_lookup_that_cannot_wait_for_budget_fails_closed_and_stores_nothing(
         cache.get_memberships(ALICE)
     assert clerk.call_count() == 0  # Clerk was not called during the pause
     assert stored(redis, ALICE) is None and held_leases(redis) == []  # no guess stored, the lease given back
+
+
+def test_without_redis_the_budget_steps_aside_and_lookups_answer_from_clerk(clerk: ClerkStandIn) -> None:
+    from cache import MembershipCache
+    from cache.connections import cache_redis
+    from tests.support import ALICE, orgs_with_member, unreachable_redis_url
+
+    orgs_with_member(clerk, ALICE, "Acme")
+    client = cache_redis(unreachable_redis_url())
+    cache = MembershipCache(client, ClerkClient(CLERK_KEY, clerk.url, budget=ClerkBudget(client, policy())))
+    for _ in range(5):
+        assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme"]
+    assert clerk.call_count() == 5 and cache.stats.snapshot()["redis_fallbacks"] == 5
