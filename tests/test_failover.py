@@ -169,6 +169,7 @@ def test_no_acknowledged_revocation_is_lost_in_a_failover(
         looking.join(10)
 
         # every acknowledged revocation holds on the new primary: looked up afresh, and in Redis itself
+        topology.wait_for_failover(old.port)  # every sentinel names the new primary by now
         fresh = make_cache(target, clerk.url)
         new_primary = Redis.from_url(topology.primary.url, decode_responses=True)
         stale_events = 0

@@ -18,6 +18,7 @@ from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.protocol import DRAIN_LEASE_MS, DRAIN_MARKER_TTL_S, Protocol
 
 log = logging.getLogger("worker")
+SCHEDULER_SLACK_S = 5  # a retry this late means RQ's scheduler is not running
 
 DRAIN_JOB = "worker.jobs.drain_pending_refreshes"
 DRAIN_TIMEOUT_S = 180  # RQ's own limit; a dead worker's job is found sooner by its lapsed lease
@@ -51,13 +52,25 @@ def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_R
     protocol.recover_drains()
     queue = refresh_queue(redis)
     remove_dead_drain_jobs(queue, protocol)
-    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
-    if queue.count or scheduled or StartedJobRegistry(queue=queue).count:
+    if queue.count or StartedJobRegistry(queue=queue).count or retry_on_its_way(queue):
         return False
-    if protocol.waiting_work() and redis.set(contract.DRAIN_SCHEDULED_KEY, "1", nx=True, ex=DRAIN_MARKER_TTL_S):
+    if protocol.waiting_work():
+        # the intake's "a drain is queued" marker may be stale (its job lost, e.g. in a failover): set it anew
+        redis.set(contract.DRAIN_SCHEDULED_KEY, "1", ex=DRAIN_MARKER_TTL_S)
         enqueue_drain(queue, retry_intervals)
         return True
     return False
+
+
+def retry_on_its_way(queue: Queue) -> bool:
+    """A drain retry is scheduled and not overdue. An overdue one means RQ's scheduler is not running
+    (it dies with its connection, e.g. in a failover, and restarts only once its lock lapses): then a
+    fresh drain goes ahead, and the late retry, if it ever runs, finds little to do."""
+    registry = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
+    if not registry.count:
+        return False
+    overdue = registry.get_jobs_to_schedule(int(datetime.now(UTC).timestamp()) - SCHEDULER_SLACK_S)
+    return len(overdue) < registry.count
 
 
 def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
@@ -71,7 +84,13 @@ def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
     registry = StartedJobRegistry(queue=queue)
     for job_id in registry.get_job_ids():
         job = queue.fetch_job(job_id)
-        if job is None or job.func_name != DRAIN_JOB or job.started_at is None:
+        if job is None:  # listed as started, but the job itself is gone (a failover kept one and not the other)
+            members: list[bytes | str] = registry.connection.zrange(registry.key, 0, -1)  # type: ignore[assignment]
+            entries = [e for e in members if _text(e).startswith(job_id)]
+            if entries:
+                registry.connection.zrem(registry.key, *entries)
+            continue
+        if job.func_name != DRAIN_JOB or job.started_at is None:
             continue
         started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
         old_enough = datetime.now(UTC) - started > timedelta(milliseconds=DRAIN_LEASE_MS * 2)
@@ -80,3 +99,7 @@ def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
             removed.append(job.id)
             log.warning("removed drain job %s: its worker died mid-job; its users are queued again", job.id)
     return removed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
