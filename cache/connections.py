@@ -77,14 +77,6 @@ class RedisTarget:
     def uses_sentinel(self) -> bool:
         return bool(self.sentinels)
 
-    def describe(self) -> str:
-        """Where this points, for logs and errors (no password)."""
-        if self.uses_sentinel:
-            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
-            return f"Sentinel primary {self.sentinel_master!r} via {where}"
-        parts = parse_url(self.url)  # type: ignore[no-untyped-call]
-        return f"{parts.get('host', 'unix socket')}:{parts.get('port', '')}"
-
 
 def redis_client(target: RedisTarget | str, role: Role = Role.LOOKUP, **overrides: Any) -> Redis:
     """A client for ``role`` (a plain URL string is a target without Sentinel)."""

@@ -47,9 +47,6 @@ class WaitPolicy:
         return max(online_replicas, 1) if self.under_sentinel else 0
 
 
-NO_WAIT = WaitPolicy(0, 1, False)
-
-
 class ReplicaWait:
     """Adds ``INFO replication`` and ``WAIT`` to a write's pipeline and checks the answer.
 
