@@ -149,17 +149,15 @@ class ClerkClient:
 
     @staticmethod
     def _retry_after_raw(response: requests.Response) -> float:
+        """Clerk's Retry-After in seconds (1 when missing or unreadable)."""
         try:
             return max(float(response.headers.get("Retry-After", "1")), 0.0)
         except ValueError:
             return 1.0
 
     def _retry_after(self, response: requests.Response) -> float:
-        try:
-            seconds = float(response.headers.get("Retry-After", "1"))
-        except ValueError:
-            seconds = 1.0
-        return min(max(seconds, 0.0), self._max_retry_after_s)
+        """This process's own wait, capped (the fleet's pause uses the uncapped value)."""
+        return min(self._retry_after_raw(response), self._max_retry_after_s)
 
 
 @dataclass(frozen=True)
