@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from cache.budget import BudgetPolicy, ClerkBudget, Priority
+from cache.budget import BudgetPolicy, ClerkBudget
 from cache.clerk import ClerkClient
 from cache.config import Settings
-from cache.connections import RedisTarget, Role, cache_redis, redis_client
+from cache.connections import RedisTarget, Role, redis_client
 from cache.contract import (
     ORG_PATCHES_KEY,
     PENDING_REFRESH_KEY,
@@ -126,13 +126,7 @@ def cmd_invalidate_org(args: argparse.Namespace) -> int:
 def cmd_warm(args: argparse.Namespace) -> int:
     settings = _settings()
     user_ids = [check_user_id(u) for u in (args.user_ids or (line.strip() for line in sys.stdin)) if u]
-    redis = cache_redis(RedisTarget.from_settings(settings))
-    budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))  # warm draws from the re-warm share
-    refresher = Refresher(
-        redis,
-        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.REWARM),
-        ttl_seconds=settings.user_orgs_ttl_seconds,
-    )
+    refresher = Refresher.from_settings(settings)  # warm draws from the re-warm share of the Clerk budget
     interval = 1.0 / args.rate
     done = failed = 0
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:

@@ -19,10 +19,7 @@ from contextlib import contextmanager
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from cache.budget import BudgetPolicy, ClerkBudget, Priority
-from cache.clerk import ClerkClient
 from cache.config import Settings
-from cache.connections import RedisTarget, cache_redis
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
 from cache.protocol import DRAIN_HEARTBEAT_S, PatchAction, Protocol
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
@@ -45,14 +42,7 @@ class RefreshIncomplete(ClerkCacheError):
 
 def configure(settings: Settings) -> None:
     """Build the refresher jobs use in this process from the settings (``python -m worker`` does)."""
-    redis = cache_redis(RedisTarget.from_settings(settings))
-    budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))
-    refresher = Refresher(
-        redis,
-        ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.REWARM),
-        ttl_seconds=settings.user_orgs_ttl_seconds,
-    )
-    use_refresher(refresher, settings.refresh_concurrency)
+    use_refresher(Refresher.from_settings(settings), settings.refresh_concurrency)
 
 
 def use_refresher(refresher: Refresher | None, concurrency: int = 8) -> None:

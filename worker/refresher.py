@@ -15,7 +15,10 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from cache.budget import BudgetPolicy, ClerkBudget, Priority
 from cache.clerk import ClerkClient
+from cache.config import Settings
+from cache.connections import RedisTarget, cache_redis
 from cache.contract import CorruptValue, Membership, check_org_id, check_user_id, decode_memberships, with_org_details
 from cache.errors import ClerkError, ClerkNotFound
 from cache.membership_cache import fetch_memberships, fill_for
@@ -36,6 +39,15 @@ class Refresher:
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
         self.protocol = Protocol(redis)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Refresher:
+        """As the worker and the CLI's ``warm`` run it: a fail-fast client, Clerk calls drawing from the
+        re-warm share of the fleet's budget."""
+        redis = cache_redis(RedisTarget.from_settings(settings))
+        budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))
+        clerk = ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.REWARM)
+        return cls(redis, clerk, ttl_seconds=settings.user_orgs_ttl_seconds)
 
     def refresh_many(self, user_ids: Iterable[str], pool: Executor | None = None) -> dict[str, bool | ClerkError]:
         """Leases in one round trip, Clerk reads in parallel on ``pool``, fills in one round trip.
