@@ -136,7 +136,8 @@ def test_no_acknowledged_revocation_is_lost_in_a_failover(
         queue = queue[10:]
         old = topology.primary
         for replica in topology.replicas:
-            replica.client_pause(1000, "WRITE")  # the replicas hold back what the primary sends them
+            # the replicas hold back what the primary sends them, until well after the kill even on a busy machine
+            replica.client_pause(3000, "WRITE")
         paused = time.monotonic()
         lock = threading.Lock()
 
