@@ -21,6 +21,8 @@ finished lookup agrees with Clerk as of the events acknowledged before it starte
 end, with every event delivered and a drain run, every value equals Clerk.
 
 Size: MODEL_PROFILE=ci (default: 2,000 examples of up to 50 steps) or long (100x).
+MODEL_EXAMPLES overrides the profile's number of examples, so the long run can be split into
+shards with different seeds (`--hypothesis-seed`), one per core.
 """
 
 from __future__ import annotations
@@ -547,8 +549,13 @@ class FreshnessModel(RuleBasedStateMachine):
 def test_the_freshness_protocol_holds_in_every_interleaving_hypothesis_finds(redis: Redis) -> None:
     FreshnessModel.redis = Redis(connection_pool=redis.connection_pool)
     SEEN.clear()
-    run_state_machine_as_test(FreshnessModel, settings=settings.get_profile(os.environ.get("MODEL_PROFILE", "ci")))
-    print(f"model check: {dict(SEEN)}")
+    profile = settings.get_profile(PROFILE)
+    if os.environ.get("MODEL_EXAMPLES"):
+        profile = settings(profile, max_examples=int(os.environ["MODEL_EXAMPLES"]))
+    run_state_machine_as_test(FreshnessModel, settings=profile)
+    print(f"model check: {profile.max_examples} examples, {dict(SEEN)}")
 
 
-pytestmark = pytest.mark.timeout(7200)
+PROFILE = os.environ.get("MODEL_PROFILE", "ci")
+# The long profile runs for hours; the others must finish well inside CI's budget.
+pytestmark = pytest.mark.timeout(0 if PROFILE == "long" else 600)
