@@ -29,9 +29,11 @@ from redis.exceptions import RedisError
 
 from cache.config import Settings
 from cache.contract import CLERK_BUDGET_KEY, CLERK_PAUSED_UNTIL_KEY
+from cache.effects import Program, Sleep
 from cache.errors import ClerkUnavailable
 from cache.metrics import LATENCY_BUCKETS
-from cache.protocol import Protocol
+from cache.protocol import clerk_budget_call, clerk_pause_call
+from cache.sync_io import SyncIO
 
 BUDGET = Counter("clerk_org_cache_clerk_budget", "Clerk budget requests by class and outcome", ["priority", "outcome"])
 BUDGET_WAIT = Histogram(
@@ -70,19 +72,18 @@ class BudgetPolicy:
         )
 
 
-class ClerkBudget:
-    """Takes a slot before each Clerk request; see the module docstring for the rules."""
+class BudgetRules:
+    """The budget's decisions as programs (`cache.effects`), shared by the sync and async clients.
 
-    def __init__(
-        self, redis: Redis, policy: BudgetPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
-        self.redis = redis
+    Holds the policy and this process's one piece of state: after a Redis error the budget
+    is skipped for a second, so Clerk calls do not each pay Redis's timeout.
+    """
+
+    def __init__(self, policy: BudgetPolicy | None = None) -> None:
         self.policy = policy or BudgetPolicy()
-        self._protocol = Protocol(redis)
-        self._sleep = sleep
-        self._unenforced_until = 0.0  # after a Redis error, skip the budget for a second (like the lookup breaker)
+        self._unenforced_until = 0.0
 
-    def take(self, priority: Priority) -> None:
+    def taking(self, priority: Priority) -> Program[None]:
         """Return once this process may send one request to Clerk (raises ClerkRateLimited, see above)."""
         policy = self.policy
         started = time.monotonic()
@@ -95,9 +96,7 @@ class ClerkBudget:
         waited = False
         while True:
             try:
-                granted, wait_ms = self._protocol.take_clerk_budget(
-                    priority.value, policy.limit, window_ms, policy.reserve
-                )
+                granted, wait_ms = yield clerk_budget_call(priority.value, policy.limit, window_ms, policy.reserve)
             except RedisError:
                 self._unenforced_until = time.monotonic() + 1.0  # do not pay Redis's timeout on every Clerk call
                 BUDGET.labels(priority.name.lower(), "unenforced").inc()
@@ -108,17 +107,36 @@ class ClerkBudget:
                     BUDGET_WAIT.labels(priority.name.lower()).observe(time.monotonic() - started)
                 return
             waited = True
-            pause_s = wait_ms / 1000
+            pause_s = int(wait_ms) / 1000
             if time.monotonic() + pause_s > deadline:
                 BUDGET.labels(priority.name.lower(), "refused").inc()
                 raise ClerkRateLimited(f"no Clerk budget within {policy.interactive_wait_s:g} s (rate limit)")
-            self._sleep(min(pause_s, 0.25))
+            yield Sleep(min(pause_s, 0.25))
 
-    def pause(self, seconds: float) -> None:
+    def pausing(self, seconds: float) -> Program[None]:
         """Clerk answered 429: nobody calls it for ``seconds`` (its Retry-After)."""
         PAUSES.inc()
         with contextlib.suppress(RedisError):  # no fleet pause without Redis: this process still backs off
-            self._protocol.pause_clerk(max(1, int(seconds * 1000)))
+            yield clerk_pause_call(max(1, int(seconds * 1000)))
+
+
+class ClerkBudget(BudgetRules):
+    """The budget over a blocking Redis client; see the module docstring for the rules."""
+
+    def __init__(
+        self, redis: Redis, policy: BudgetPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(policy)
+        self.redis = redis
+        self._io = SyncIO(redis, sleep=sleep)
+
+    def take(self, priority: Priority) -> None:
+        """Block until this process may send one request to Clerk (`taking`)."""
+        self._io.run(self.taking(priority))
+
+    def pause(self, seconds: float) -> None:
+        """Pause every process for ``seconds`` (`pausing`)."""
+        self._io.run(self.pausing(seconds))
 
     def usage(self) -> dict[str, float]:
         """What the window holds now, for `clerk-org-cache stats`."""

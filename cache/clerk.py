@@ -7,6 +7,7 @@ translation into our own hierarchy at this boundary.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,21 +15,24 @@ from typing import Any
 
 import requests
 
-from cache.budget import ClerkBudget, Priority
+from cache.budget import BudgetRules, ClerkBudget, Priority
 from cache.contract import check_org_id, check_user_id
+from cache.effects import HttpFailed, HttpGet, HttpResponse, Program, Sleep
 from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import CLERK_REQUESTS, CLERK_RESPONSES
+from cache.sync_io import SyncIO
 
 PAGE_LIMIT = 500  # Clerk's maximum page size
 MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop
 
 
-class ClerkClient:
-    """Calls Clerk with one reused ``requests.Session`` and bounded retries.
+class ClerkReads:
+    """The reads this cache makes from Clerk, as programs (`cache.effects`): paging, retries, budget.
 
-    ``session`` can be injected (tests, custom transports). Retries: a 429 waits for
-    ``Retry-After`` (capped), a connection error, timeout or 5xx backs off briefly;
-    after ``max_attempts`` or past ``retry_budget_s`` it raises ClerkUnavailable.
+    Retries: a 429 waits for ``Retry-After`` (capped; the fleet's pause uses it whole), a
+    connection error, timeout or 5xx backs off briefly; after ``max_attempts`` or past
+    ``retry_budget_s`` it raises ClerkUnavailable. Timeouts are never infinite.
+    `ClerkClient` runs these with ``requests``, `cache.aio.AsyncClerkClient` with ``httpx``.
     """
 
     def __init__(
@@ -36,41 +40,38 @@ class ClerkClient:
         secret_key: str,
         api_url: str = "https://api.clerk.com",
         *,
-        session: requests.Session | None = None,
         connect_timeout_s: float = 2.0,
         read_timeout_s: float = 5.0,
         max_attempts: int = 4,
         retry_budget_s: float = 10.0,
         max_retry_after_s: float = 5.0,
-        budget: ClerkBudget | None = None,
+        budget: BudgetRules | None = None,
         priority: Priority = Priority.INTERACTIVE,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base = api_url.rstrip("/") + "/v1"
-        self._session = session or requests.Session()
-        self._auth = {"Authorization": f"Bearer {secret_key}", "Accept": "application/json"}
-        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._auth = (("Authorization", f"Bearer {secret_key}"), ("Accept", "application/json"))
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
         self._max_attempts = max_attempts
         self._retry_budget_s = retry_budget_s
         self._max_retry_after_s = max_retry_after_s
-        self._sleep = sleep
         self.budget = budget
         self.priority = priority
 
     def __repr__(self) -> str:  # never show the key
-        return f"ClerkClient({self._base!r})"
+        return f"{type(self).__name__}({self._base!r})"
 
-    def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
+    def reading_user_memberships(self, user_id: str) -> Program[list[dict[str, Any]]]:
         """All of a user's organization memberships, every page."""
         return self._list_all(f"/users/{check_user_id(user_id)}/organization_memberships")
 
-    def get_organization(self, org_id: str) -> dict[str, Any]:
-        body = self._get(f"/organizations/{check_org_id(org_id)}", {})
+    def reading_organization(self, org_id: str) -> Program[dict[str, Any]]:
+        body = yield from self._get(f"/organizations/{check_org_id(org_id)}", ())
         if not isinstance(body, dict):
             raise ClerkUnavailable("Clerk answered an organization that is not a JSON object")
         return body
 
-    def _list_all(self, path: str) -> list[dict[str, Any]]:
+    def _list_all(self, path: str) -> Program[list[dict[str, Any]]]:
         """Page with the largest limit until ``total_count`` is reached.
 
         Memberships are de-duplicated by id, since a concurrent change in Clerk can
@@ -79,7 +80,7 @@ class ClerkClient:
         seen: dict[str, dict[str, Any]] = {}
         offset = 0
         for _ in range(MAX_PAGES):
-            body = self._get(path, {"limit": PAGE_LIMIT, "offset": offset})
+            body = yield from self._get(path, (("limit", PAGE_LIMIT), ("offset", offset)))
             if not isinstance(body, dict):
                 raise ClerkUnavailable("Clerk answered a list that is not a JSON object")
             data, total = body.get("data"), body.get("total_count")
@@ -94,48 +95,50 @@ class ClerkClient:
                 return list(seen.values())
         raise ClerkUnavailable(f"Clerk list did not end after {MAX_PAGES} pages")
 
-    def _get(self, path: str, params: dict[str, Any]) -> Any:
+    def _get(self, path: str, params: tuple[tuple[str, str | int], ...]) -> Program[Any]:
         deadline = time.monotonic() + self._retry_budget_s
-        url = self._base + path
+        request = HttpGet(self._base + path, params, self._auth, self._connect_timeout_s, self._read_timeout_s)
         last: ClerkUnavailable | None = None
         for attempt in range(1, self._max_attempts + 1):
             if self.budget is not None:
-                self.budget.take(self.priority)  # waits for the fleet's budget (or raises ClerkRateLimited)
+                yield from self.budget.taking(self.priority)  # the fleet's budget (or raises ClerkRateLimited)
             started = time.perf_counter()
             try:
-                response = self._session.get(url, params=params, headers=self._auth, timeout=self._timeout)
-            except requests.RequestException as exc:
+                response: HttpResponse = yield request
+            except HttpFailed as exc:
                 CLERK_REQUESTS.observe(time.perf_counter() - started)
                 CLERK_RESPONSES.labels("error").inc()
-                last = ClerkUnavailable(f"Clerk unreachable: {type(exc).__name__}")
+                last = ClerkUnavailable(f"Clerk unreachable: {exc.kind}")
                 last.__cause__ = exc
                 wait = 0.05 * 2**attempt
             else:
                 CLERK_REQUESTS.observe(time.perf_counter() - started)
-                CLERK_RESPONSES.labels(str(response.status_code)).inc()
+                CLERK_RESPONSES.labels(str(response.status)).inc()
                 outcome = self._interpret(response)
                 if not isinstance(outcome, _Retry):
                     return outcome
                 last, wait = outcome.error, outcome.wait
-                if response.status_code == 429 and self.budget is not None:
-                    self.budget.pause(self._retry_after_raw(response))  # every process waits, this one in take()
+                if response.status == 429 and self.budget is not None:
+                    yield from self.budget.pausing(_retry_after(response))  # every process waits, this one in take
                     wait = 0.0
             if attempt == self._max_attempts or time.monotonic() + wait > deadline:
                 break
-            self._sleep(wait)
+            if wait > 0:
+                yield Sleep(wait)
         assert last is not None
         raise last
 
-    def _interpret(self, response: requests.Response) -> Any:
+    def _interpret(self, response: HttpResponse) -> Any:
         """The parsed body, a `_Retry`, or a raised non-retryable ClerkError."""
-        status = response.status_code
+        status = response.status
         if status == 200:
             try:
-                return response.json()
+                return json.loads(response.body)
             except ValueError:
                 return _Retry(ClerkUnavailable("Clerk answered a body that is not JSON", status), 0.1)
         if status == 429:
-            return _Retry(ClerkUnavailable("Clerk rate limit (429) persisted", status), self._retry_after(response))
+            wait = min(_retry_after(response), self._max_retry_after_s)  # this process's own wait, capped
+            return _Retry(ClerkUnavailable("Clerk rate limit (429) persisted", status), wait)
         if status >= 500:
             return _Retry(ClerkUnavailable(f"Clerk answered {status}", status), 0.2)
         if status in (401, 403):
@@ -147,17 +150,29 @@ class ClerkClient:
             raise ClerkNotFound("Clerk does not know this resource (404)", status)
         raise ClerkError(f"Clerk answered {status}: {_clerk_message(response)}", status)
 
-    @staticmethod
-    def _retry_after_raw(response: requests.Response) -> float:
-        """Clerk's Retry-After in seconds (1 when missing or unreadable)."""
-        try:
-            return max(float(response.headers.get("Retry-After", "1")), 0.0)
-        except ValueError:
-            return 1.0
 
-    def _retry_after(self, response: requests.Response) -> float:
-        """This process's own wait, capped (the fleet's pause uses the uncapped value)."""
-        return min(self._retry_after_raw(response), self._max_retry_after_s)
+class ClerkClient(ClerkReads):
+    """`ClerkReads` over one reused ``requests.Session`` (injectable: tests, custom transports)."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        api_url: str = "https://api.clerk.com",
+        *,
+        session: requests.Session | None = None,
+        budget: ClerkBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **options: Any,
+    ) -> None:
+        super().__init__(secret_key, api_url, budget=budget, **options)
+        self._io = SyncIO(budget.redis if budget else None, session=session or requests.Session(), sleep=sleep)
+
+    def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
+        """All of a user's organization memberships, every page."""
+        return self._io.run(self.reading_user_memberships(user_id))
+
+    def get_organization(self, org_id: str) -> dict[str, Any]:
+        return self._io.run(self.reading_organization(org_id))
 
 
 @dataclass(frozen=True)
@@ -168,10 +183,18 @@ class _Retry:
     wait: float
 
 
-def _clerk_message(response: requests.Response) -> str:
+def _retry_after(response: HttpResponse) -> float:
+    """Clerk's Retry-After in seconds (1 when missing or unreadable)."""
+    try:
+        return max(float(response.retry_after or "1"), 0.0)
+    except ValueError:
+        return 1.0
+
+
+def _clerk_message(response: HttpResponse) -> str:
     """The first error message of Clerk's error JSON, for a readable exception."""
     try:
-        errors = response.json().get("errors") or []
+        errors = json.loads(response.body).get("errors") or []
         return str(errors[0].get("message", ""))[:200]
     except (ValueError, AttributeError, IndexError, TypeError):
         return "unreadable error body"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cache.config import Settings
+from cache.effects import RedisCommand
 from cache.errors import CacheUnavailable
 
 
@@ -64,43 +65,34 @@ class ReplicaWait:
     def active(self) -> bool:
         return self.policy.needs_replica_count or self.policy.required(0) > 0
 
-    def prime(self, redis: Any) -> None:
-        """Learn the online replica count once, before the first write needs a guess."""
-        if self.policy.needs_replica_count and self._online is None:
-            online = online_replicas(redis.info("replication"))
-            with self._lock:
-                self._online = online
+    @property
+    def needs_prime(self) -> bool:
+        """True until the online replica count is known (learn it with `learn` before the first write)."""
+        return self.policy.needs_replica_count and self._online is None
 
-    def add_to(self, pipe: Any) -> None:
-        """Queue the commands after the write, on the same connection: [INFO replication,] WAIT n ms."""
-        if self.policy.needs_replica_count:
-            pipe.info("replication")
+    def learn(self, info: dict[str, Any]) -> None:
+        """Take the online replica count from an ``INFO replication`` reply."""
+        online = online_replicas(info)
+        with self._lock:
+            self._online = online
+
+    def commands(self) -> tuple[RedisCommand, ...]:
+        """The commands to pipeline after the write, on the same connection: [INFO replication,] WAIT n ms."""
         with self._lock:
             guess = self.policy.required(self._online if self._online is not None else 1)
-        pipe.wait(guess, self.policy.timeout_ms)
+        wait = RedisCommand(("WAIT", guess, self.policy.timeout_ms))
+        return (RedisCommand(("INFO", "replication")), wait) if self.policy.needs_replica_count else (wait,)
 
     def check(self, replies: list[Any]) -> None:
-        """Given the replies of the commands `add_to` queued; raises NotReplicated if too few acknowledged."""
+        """Given the replies of the commands `commands` queued; raises NotReplicated if too few acknowledged."""
         acked = int(replies[-1])
         if self.policy.needs_replica_count:
-            info = replies[-2]
-            online = sum(
-                1
-                for k, v in info.items()
-                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-            )
-            with self._lock:
-                self._online = online
-            required = self.policy.required(online)
+            self.learn(replies[-2])
+            required = self.policy.required(self._online or 0)
         else:
             required = self.policy.required(0)
         if acked < required:
             raise NotReplicated(f"the write reached {acked} of {required} required replica(s)")
-
-    @property
-    def replies(self) -> int:
-        """How many replies `add_to` adds to the pipeline."""
-        return 2 if self.policy.needs_replica_count else 1
 
 
 def online_replicas(info: dict[str, Any]) -> int:

@@ -22,21 +22,23 @@ the very same files; this module is the Python side that calls them:
 
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from importlib import resources
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from cache import contract
 from cache.durability import ReplicaWait
+from cache.effects import Program, RedisCommand, RedisPipeline, RunScript
+from cache.scripts import SCRIPT_NAMES as SCRIPT_NAMES  # re-exported: the files this module runs
+from cache.scripts import script_source as script_source
+from cache.scripts import without_shebang as without_shebang
+from cache.sync_io import SyncIO
 
 log = logging.getLogger(__name__)
 
@@ -46,29 +48,6 @@ ORG_CHANGED_MS = 2 * MAX_LEASE_MS  # how long an org change is remembered: longe
 DRAIN_MARKER_TTL_S = 60
 DRAIN_LEASE_MS = 2_000  # a drain job's heartbeat lease: its users are recovered this soon after its worker dies
 DRAIN_HEARTBEAT_S = 0.5  # if an enqueue is lost, the next event schedules again after this
-
-SCRIPT_NAMES = (
-    "acquire",
-    "acquire_patch",
-    "fill",
-    "release",
-    "record",
-    "take_pending",
-    "recover_drains",
-    "clerk_budget",
-    "clerk_pause",
-    "finish_patch",
-    "finish_org_patch",
-)
-"""The scripts of the protocol: ``cache/lua/<name>.lua``."""
-
-
-@functools.cache
-def script_source(name: str) -> str:
-    """The text of ``cache/lua/<name>.lua``, exactly as Redis runs it (``name`` in `SCRIPT_NAMES`)."""
-    if name not in SCRIPT_NAMES:
-        raise ValueError(f"no such script: {name!r} (one of {', '.join(SCRIPT_NAMES)})")
-    return resources.files("cache").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Acquired(Enum):
@@ -167,139 +146,165 @@ class PatchOutcome:
     action: PatchAction
 
 
-def without_shebang(source: str) -> str:
-    """The script with its ``#!lua flags=...`` line blanked (kept as an empty line so line numbers match)."""
-    first, newline, rest = source.partition("\n")
-    return ("" if first.startswith("#!") else first) + newline + rest
-
-
 def _refuses_shebang(exc: ResponseError) -> bool:
     """Redis < 7 fails to compile the shebang line; a server that knows shebangs but not a flag names it."""
     message = str(exc).lower()
     return "near '#'" in message or "shebang" in message or "unexpected flag" in message
 
 
+# -- the script calls, as data (run by `cache.sync_io` or `cache.aio.io`) ----------------------
+
+
+def acquire_call(user_id: str, token: str, lease_ms: int, take_over: bool = False) -> RunScript:
+    """ACQUIRE: (HIT, value), (LEASE, token) or (WAIT,); ``take_over`` never answers WAIT."""
+    if not 0 < lease_ms <= MAX_LEASE_MS:
+        raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
+    keys = (contract.user_orgs_key(user_id), contract.lease_key(user_id), contract.CHANGE_SEQ_KEY)
+    return RunScript("acquire", keys, (token, lease_ms, "1" if take_over else "0"))
+
+
+def decode_acquired(reply: Any) -> tuple[Acquired, Any]:
+    return Acquired(int(reply[0])), (reply[1] if len(reply) > 1 else None)
+
+
+def fill_call(fill: Fill, ttl_s: int) -> RunScript:
+    """FILL: store only if the token still holds the lease and none of the value's orgs changed since."""
+    orgs = list(dict.fromkeys(fill.org_ids))
+    keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
+    keys += [contract.org_index_key(org_id) for org_id in orgs]
+    keys += [contract.org_changed_key(org_id) for org_id in orgs]
+    expire_at = "" if fill.expire_at_ms is None else fill.expire_at_ms
+    return RunScript("fill", tuple(keys), (fill.token, fill.value, ttl_s * 1000, fill.user_id, expire_at))
+
+
+def release_call(user_id: str, token: str) -> RunScript:
+    return RunScript("release", (contract.lease_key(user_id),), (token,))
+
+
+def clerk_budget_call(priority: str, limit: int, window_ms: int, reserve: int) -> RunScript:
+    keys = (contract.CLERK_BUDGET_KEY, contract.CLERK_PAUSED_UNTIL_KEY, contract.CLERK_INTERACTIVE_WAITING_KEY)
+    return RunScript("clerk_budget", keys, (priority, limit, window_ms, reserve, new_token()))
+
+
+def clerk_pause_call(ms: int) -> RunScript:
+    return RunScript("clerk_pause", (contract.CLERK_PAUSED_UNTIL_KEY,), (ms,))
+
+
+class ScriptSupport:
+    """What a server turned out to accept, learnt on first use and kept for the client's life."""
+
+    def __init__(self) -> None:
+        self.shebang_refused = False  # the server refuses `#!lua flags=` (Redis < 7, some managed services)
+
+
+def record(
+    targets: Sequence[Target],
+    svix_id: str | None = None,
+    *,
+    durable: ReplicaWait | None = None,
+    support: ScriptSupport | None = None,
+) -> Program[Recorded]:
+    """RECORD: invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes.
+
+    With ``durable``, WAIT follows the script on the same connection and too few replica
+    acknowledgements raise NotReplicated (the invalidation stands on the primary).
+    """
+    support = support or ScriptSupport()
+    keys = [
+        contract.PENDING_REFRESH_KEY,
+        contract.DRAIN_SCHEDULED_KEY,
+        contract.CHANGE_SEQ_KEY,
+        contract.ORG_PATCHES_KEY,
+    ]
+    if svix_id is not None:
+        keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
+    args: list[str | int] = [
+        SEEN_EVENT_TTL_S,
+        DRAIN_MARKER_TTL_S,
+        contract.USER_ORGS_PREFIX,
+        contract.LEASE_PREFIX,
+        contract.ORG_INDEX_PREFIX,
+        contract.ORG_CHANGED_PREFIX,
+        ORG_CHANGED_MS,
+        contract.STASH_PREFIX,
+        contract.ORG_PATCH_PREFIX,
+    ]
+    args += [target.encode() for target in targets]
+    durable = durable if durable is not None and durable.active else None
+    if durable is not None and durable.needs_prime:
+        durable.learn((yield RedisCommand(("INFO", "replication"))))
+    while True:
+        call = RunScript("record", tuple(keys), tuple(args), unflagged=support.shebang_refused)
+        try:
+            if durable is None:
+                reply = yield call
+            else:
+                replies = yield RedisPipeline((call, *durable.commands()))
+                durable.check(replies)
+                reply = replies[0]
+        except ResponseError as exc:
+            if not _refuses_shebang(exc) or support.shebang_refused:
+                raise
+            support.shebang_refused = True
+            log.warning(
+                "Redis refused the record script's shebang flags (%s); running it without them: a full Redis "
+                "(maxmemory reached) now refuses revocations instead of applying them",
+                str(exc)[:120],
+            )
+            continue
+        recorded, invalidated, schedule = reply
+        return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
+
+
 class Protocol:
-    """The scripts, registered on one Redis client (they load once, then run by SHA).
+    """The scripts over one blocking Redis client (each loads once, then runs by SHA).
 
     The ``*_many`` forms send one call per user in a single pipelined round trip.
     """
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._acquire = redis.register_script(script_source("acquire"))
-        self._acquire_patch = redis.register_script(script_source("acquire_patch"))
-        self._fill = redis.register_script(script_source("fill"))
-        self._release = redis.register_script(script_source("release"))
-        self._record = redis.register_script(script_source("record"))
-        self._record_unflagged = redis.register_script(without_shebang(script_source("record")))
-        self.shebang_refused = False  # learnt on first use: the server refuses `#!lua flags=` (Redis < 7, some managed)
-        self._take_pending = redis.register_script(script_source("take_pending"))
-        self._recover_drains = redis.register_script(script_source("recover_drains"))
-        self._clerk_budget = redis.register_script(script_source("clerk_budget"))
-        self._clerk_pause = redis.register_script(script_source("clerk_pause"))
-        self._finish_org_patch = redis.register_script(script_source("finish_org_patch"))
-        self._finish_patch = redis.register_script(script_source("finish_patch"))
+        self._io = SyncIO(redis)
+        self.support = ScriptSupport()
+
+    @property
+    def shebang_refused(self) -> bool:
+        return self.support.shebang_refused
+
+    def _run(self, call: RunScript) -> Any:
+        return self._io.do(call)
+
+    def _pipeline(self, calls: Sequence[RunScript]) -> list[Any]:
+        return self._io.pipeline(RedisPipeline(tuple(calls)))
 
     def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
         """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
-        return _acquired(self._call_acquire(self._redis, user_id, token, lease_ms))
+        return decode_acquired(self._run(acquire_call(user_id, token, lease_ms)))
 
     def acquire_many(
         self, requests: Sequence[tuple[str, str]], lease_ms: int, *, take_over: bool = False
     ) -> list[tuple[Acquired, Any]]:
         """`acquire` for each (user id, token), in one round trip; ``take_over`` never answers WAIT."""
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, token in requests:
-            self._call_acquire(pipe, user_id, token, lease_ms, take_over)
-        return [_acquired(reply) for reply in pipe.execute()]
+        calls = [acquire_call(user_id, token, lease_ms, take_over) for user_id, token in requests]
+        return [decode_acquired(reply) for reply in self._pipeline(calls)]
 
     def fill(self, fill: Fill, ttl_s: int) -> bool:
         """Store only if the token still holds the lease and none of the value's orgs changed since."""
-        return bool(self._call_fill(self._redis, fill, ttl_s))
+        return bool(self._run(fill_call(fill, ttl_s)))
 
     def fill_many(self, fills: Sequence[Fill], ttl_s: int) -> list[bool]:
         """`fill` for each, in one round trip (``ttl_s`` unless a Fill names its own lifetime)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for fill in fills:
-            self._call_fill(pipe, fill, ttl_s)
-        return [bool(reply) for reply in pipe.execute()]
+        return [bool(reply) for reply in self._pipeline([fill_call(fill, ttl_s) for fill in fills])]
 
     def release(self, user_id: str, token: str) -> None:
         """Give a lease back (after a failed Clerk call) so waiters need not wait it out."""
-        self._release(keys=[contract.lease_key(user_id)], args=[token])
-
-    def _call_acquire(
-        self, client: Redis | Pipeline, user_id: str, token: str, lease_ms: int, take_over: bool = False
-    ) -> Any:
-        if not 0 < lease_ms <= MAX_LEASE_MS:
-            raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
-        keys = [contract.user_orgs_key(user_id), contract.lease_key(user_id), contract.CHANGE_SEQ_KEY]
-        return self._acquire(keys=keys, args=[token, lease_ms, "1" if take_over else "0"], client=client)
-
-    def _call_fill(self, client: Redis | Pipeline, fill: Fill, ttl_s: int) -> Any:
-        orgs = list(dict.fromkeys(fill.org_ids))
-        keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
-        keys += [contract.org_index_key(org_id) for org_id in orgs]
-        keys += [contract.org_changed_key(org_id) for org_id in orgs]
-        expire_at = "" if fill.expire_at_ms is None else fill.expire_at_ms
-        return self._fill(
-            keys=keys, args=[fill.token, fill.value, ttl_s * 1000, fill.user_id, expire_at], client=client
-        )
+        self._run(release_call(user_id, token))
 
     def record(
         self, targets: Sequence[Target], svix_id: str | None = None, *, durable: ReplicaWait | None = None
     ) -> Recorded:
-        """Invalidate ``targets`` (deduplicated on ``svix_id`` when given) and queue refreshes.
-
-        With ``durable``, WAIT follows the script on the same connection and too few replica
-        acknowledgements raise NotReplicated (the invalidation stands on the primary).
-        """
-        keys = [
-            contract.PENDING_REFRESH_KEY,
-            contract.DRAIN_SCHEDULED_KEY,
-            contract.CHANGE_SEQ_KEY,
-            contract.ORG_PATCHES_KEY,
-        ]
-        if svix_id is not None:
-            keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
-        args: list[str | int] = [
-            SEEN_EVENT_TTL_S,
-            DRAIN_MARKER_TTL_S,
-            contract.USER_ORGS_PREFIX,
-            contract.LEASE_PREFIX,
-            contract.ORG_INDEX_PREFIX,
-            contract.ORG_CHANGED_PREFIX,
-            ORG_CHANGED_MS,
-            contract.STASH_PREFIX,
-            contract.ORG_PATCH_PREFIX,
-        ]
-        args += [target.encode() for target in targets]
-        try:
-            recorded, invalidated, schedule = self._run_record(keys, args, durable)
-        except ResponseError as exc:
-            if not _refuses_shebang(exc) or self.shebang_refused:
-                raise
-            self.shebang_refused = True
-            log.warning(
-                "Redis refused the record script's shebang flags (%s); running it without them: a full Redis "
-                "(maxmemory reached) now refuses revocations instead of applying them",
-                str(exc)[:120],
-            )
-            recorded, invalidated, schedule = self._run_record(keys, args, durable)
-        return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
-
-    def _run_record(self, keys: list[str], args: list[str | int], durable: ReplicaWait | None) -> Any:
-        script = self._record_unflagged if self.shebang_refused else self._record
-        if durable is None or not durable.active:
-            return script(keys=keys, args=args)
-        durable.prime(self._redis)
-        pipe = self._redis.pipeline(transaction=False)  # one connection: WAIT covers the script's writes
-        script(keys=keys, args=args, client=pipe)
-        durable.add_to(pipe)
-        replies = pipe.execute()
-        durable.check(replies)
-        return replies[0]
+        """Run `record` (the module's program) on this client."""
+        return self._io.run(record(targets, svix_id, durable=durable, support=self.support))
 
     def forget(self, svix_id: str) -> None:
         """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
@@ -330,9 +335,12 @@ class Protocol:
 
     def recover_drains(self) -> DrainRecovery:
         """Put the users of drain jobs whose lease expired (their worker died) back in the pending set."""
-        recovered, users, alive = self._recover_drains(
-            keys=[contract.DRAINS_KEY, contract.PENDING_REFRESH_KEY],
-            args=[contract.DRAIN_LEASE_PREFIX, contract.REFRESHING_PREFIX],
+        recovered, users, alive = self._run(
+            RunScript(
+                "recover_drains",
+                (contract.DRAINS_KEY, contract.PENDING_REFRESH_KEY),
+                (contract.DRAIN_LEASE_PREFIX, contract.REFRESHING_PREFIX),
+            )
         )
         return DrainRecovery(int(recovered), int(users), int(alive))
 
@@ -341,10 +349,8 @@ class Protocol:
 
     def take_pending(self, count: int, drain_id: str) -> list[str]:
         """Pop up to ``count`` users waiting for a refresh into the job's own set; call `done` for them."""
-        taken = self._take_pending(
-            keys=[contract.PENDING_REFRESH_KEY, contract.refreshing_key(drain_id), contract.DRAINS_KEY],
-            args=[count, drain_id],
-        )
+        keys = (contract.PENDING_REFRESH_KEY, contract.refreshing_key(drain_id), contract.DRAINS_KEY)
+        taken = self._run(RunScript("take_pending", keys, (count, drain_id)))
         return [_text(u) for u in taken]
 
     def done(self, drain_id: str, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
@@ -372,13 +378,12 @@ class Protocol:
 
     def take_clerk_budget(self, priority: str, limit: int, window_ms: int, reserve: int) -> tuple[bool, int]:
         """One slot of Clerk budget for priority 'i' or 'r': (granted, ms to wait before asking again)."""
-        keys = [contract.CLERK_BUDGET_KEY, contract.CLERK_PAUSED_UNTIL_KEY, contract.CLERK_INTERACTIVE_WAITING_KEY]
-        granted, wait_ms = self._clerk_budget(keys=keys, args=[priority, limit, window_ms, reserve, new_token()])
+        granted, wait_ms = self._run(clerk_budget_call(priority, limit, window_ms, reserve))
         return bool(granted), int(wait_ms)
 
     def pause_clerk(self, ms: int) -> None:
         """Nobody calls Clerk for ``ms`` (after a 429): extends the fleet's pause, never shortens it."""
-        self._clerk_pause(keys=[contract.CLERK_PAUSED_UNTIL_KEY], args=[ms])
+        self._run(clerk_pause_call(ms))
 
     # -- org patches: members stashed by an org event, patched from one Clerk read --------
 
@@ -400,17 +405,21 @@ class Protocol:
         and read the user's stash in the same step (HIT or LEASE, with the stash or None)."""
         if not 0 < lease_ms <= MAX_LEASE_MS:
             raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, token in requests:
-            keys = [
-                contract.user_orgs_key(user_id),
-                contract.lease_key(user_id),
-                contract.CHANGE_SEQ_KEY,
-                contract.stash_key(user_id),
-            ]
-            self._acquire_patch(keys=keys, args=[token, lease_ms], client=pipe)
+        calls = [
+            RunScript(
+                "acquire_patch",
+                (
+                    contract.user_orgs_key(user_id),
+                    contract.lease_key(user_id),
+                    contract.CHANGE_SEQ_KEY,
+                    contract.stash_key(user_id),
+                ),
+                (token, lease_ms),
+            )
+            for user_id, token in requests
+        ]
         out: list[tuple[Acquired, Stash | None]] = []
-        for state, raw, expire_at in pipe.execute():
+        for state, raw, expire_at in self._pipeline(calls):
             stash = None
             if raw is not None and int(expire_at) > 0:
                 text = _text(raw)
@@ -426,17 +435,19 @@ class Protocol:
         args: list[str] = [contract.STASH_PREFIX]
         for outcome in outcomes:
             args += [outcome.user_id, outcome.stash.raw if outcome.stash else "", outcome.action.value]
-        self._finish_patch(keys=[contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY], args=args)
+        self._run(
+            RunScript("finish_patch", (contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY), tuple(args))
+        )
 
     def finish_org_patch(self, kind: str, org_id: str) -> None:
-        self._finish_org_patch(
-            keys=[contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id)], args=[f"{kind}:{org_id}"]
+        self._run(
+            RunScript(
+                "finish_org_patch",
+                (contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id)),
+                (f"{kind}:{org_id}",),
+            )
         )
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _acquired(reply: Any) -> tuple[Acquired, Any]:
-    return Acquired(int(reply[0])), (reply[1] if len(reply) > 1 else None)

@@ -10,13 +10,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis import Redis
 
+import cache as cache_package
 from cache import contract
+from cache.effects import RunScript
 from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, script_source, without_shebang
+from cache.scripts import script_text
+from cache.sync_io import SyncIO
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "cache" / "lua"
 LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
@@ -39,24 +42,20 @@ def test_the_files_are_there() -> None:
     assert {path.stem for path in LUA_FILES} == set(SCRIPT_NAMES)
 
 
-def test_protocol_registers_every_file_and_nothing_else(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    registered: list[str] = []
-    register = redis.register_script
-
-    def spy(script: str) -> Any:
-        registered.append(script)
-        return register(script)
-
-    monkeypatch.setattr(redis, "register_script", spy)
-    Protocol(redis)
-    orphaned = [path.name for path in LUA_FILES if path.read_text(encoding="utf-8") not in registered]
-    assert not orphaned, "Protocol does not run these files as they are"
-    files = [path.read_text(encoding="utf-8") for path in LUA_FILES]
-    # the one variant allowed: a file without its shebang line, for servers that refuse the flags
-    variants = {without_shebang(text) for text in files if text.startswith("#!")}
-    assert set(registered) <= set(files) | variants, "Protocol runs a script that is not a file in cache/lua/"
+def test_the_protocol_runs_every_file_as_it_is_and_nothing_else(redis: Redis) -> None:
+    # every script call in the library names a file; a name that is not a file cannot be loaded
+    called = set()
+    for module in Path(cache_package.__file__).parent.glob("*.py"):
+        called |= set(re.findall(r'RunScript\(\s*"([a-z_]+)"', module.read_text(encoding="utf-8")))
+    assert called == set(SCRIPT_NAMES), "a file in cache/lua/ that nothing runs, or a call of a missing file"
     for path in LUA_FILES:
-        assert script_source(path.stem) == path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        assert script_source(path.stem) == text
+        assert script_text(path.stem) == text
+        # the one variant allowed: a file without its shebang line, for servers that refuse the flags
+        assert script_text(path.stem, unflagged=True) == without_shebang(text)
+    with pytest.raises(ValueError, match="no such script"):
+        SyncIO(redis).do(RunScript("flush_everything", (), ()))
 
 
 def test_script_source_refuses_an_unknown_name() -> None:

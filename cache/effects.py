@@ -1,0 +1,97 @@
+"""The I/O a decision needs, written down as data: what the sync and async APIs share.
+
+The lookup, the Clerk client's paging and retries, the Clerk budget and the record
+script's fallbacks are each written once, as a generator (a `Program`) that *yields*
+an effect below and is *sent* its result, or has the I/O's exception thrown in at the
+same ``yield``. Nothing in a program blocks or awaits: `cache.sync_io` carries the
+effects out with ``redis.Redis`` and ``requests``, `cache.aio.io` with
+``redis.asyncio`` and ``httpx``. The two differ only in how they wait, as httpcore
+and h11 split a protocol from its sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ScriptArg = str | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class RedisGet:
+    """``GET key``: the raw value or None."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunScript:
+    """Run ``cache/lua/<name>.lua`` (by SHA, loading it once); ``unflagged``: without its shebang line."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[ScriptArg, ...]
+    unflagged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedisCommand:
+    """Any other command, e.g. ``("WAIT", 1, 500)``; the reply is parsed as redis-py parses it."""
+
+    args: tuple[ScriptArg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPipeline:
+    """Several commands in one round trip on one connection (so WAIT covers the script before it)."""
+
+    steps: tuple[RunScript | RedisCommand, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpGet:
+    """One GET to Clerk. The result is an `HttpResponse`; a transport failure is thrown as `HttpFailed`."""
+
+    url: str
+    params: tuple[tuple[str, str | int], ...]
+    headers: tuple[tuple[str, str], ...]
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    retry_after: str | None  # Clerk's Retry-After header, as sent
+
+
+class HttpFailed(Exception):
+    """No HTTP response (refused, reset, timed out): ``kind`` names the transport's exception class."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait this long: ``time.sleep`` in the sync API, ``asyncio.sleep`` in the async one."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchMemberships:
+    """Every membership of the user, from the cache's Clerk client (itself a program, run by its own I/O)."""
+
+    user_id: str
+
+
+Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | FetchMemberships
+
+Program = Generator[Effect, Any, T]
+"""A decision procedure: yields effects, receives their results, returns its answer."""

@@ -1,0 +1,119 @@
+"""Carries out `cache.effects` with blocking clients: ``redis.Redis`` and a ``requests.Session``.
+
+Errors are translated at this boundary: a requests transport failure becomes `HttpFailed`;
+Redis errors are redis-py's own (the async client raises the same classes). Either is
+thrown into the program at the ``yield`` that asked for the I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from redis import Redis
+from redis.client import Pipeline
+from redis.commands.core import Script
+
+from cache.effects import (
+    FetchMemberships,
+    HttpFailed,
+    HttpGet,
+    HttpResponse,
+    Program,
+    RedisCommand,
+    RedisGet,
+    RedisPipeline,
+    RunScript,
+    Sleep,
+)
+from cache.scripts import script_text
+
+T = TypeVar("T")
+
+
+class SyncIO:
+    """One program runner over the clients it is given (each effect needs only its own client)."""
+
+    def __init__(
+        self,
+        redis: Redis | None = None,
+        *,
+        session: requests.Session | None = None,
+        fetch: Callable[[str], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.redis = redis
+        self._session = session
+        self._fetch = fetch
+        self._sleep = sleep
+        self._scripts: dict[tuple[str, bool], Script] = {}
+
+    def run(self, program: Program[T]) -> T:
+        """Drive ``program`` to its end and return its answer (or raise what it raises)."""
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = program.send(send) if error is None else program.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            send, error = None, None
+            try:
+                send = self.do(effect)
+            except BaseException as exc:
+                error = exc
+
+    def do(self, effect: Any) -> Any:
+        """One effect's result."""
+        if isinstance(effect, RedisGet):
+            return self._redis().get(effect.key)
+        if isinstance(effect, RunScript):
+            return self._script(effect)(keys=effect.keys, args=effect.args)
+        if isinstance(effect, FetchMemberships):
+            assert self._fetch is not None, "this runner has no Clerk client"
+            return self._fetch(effect.user_id)
+        if isinstance(effect, Sleep):
+            self._sleep(effect.seconds)
+            return None
+        if isinstance(effect, HttpGet):
+            return self._http_get(effect)
+        if isinstance(effect, RedisCommand):
+            return self._redis().execute_command(*effect.args)  # type: ignore[no-untyped-call]
+        if isinstance(effect, RedisPipeline):
+            return self.pipeline(effect)
+        raise TypeError(f"not an effect: {effect!r}")
+
+    def pipeline(self, effect: RedisPipeline) -> list[Any]:
+        pipe: Pipeline = self._redis().pipeline(transaction=False)
+        for step in effect.steps:
+            if isinstance(step, RunScript):
+                self._script(step)(keys=step.keys, args=step.args, client=pipe)
+            else:
+                pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
+        return pipe.execute()
+
+    def _redis(self) -> Redis:
+        assert self.redis is not None, "this runner has no Redis client"
+        return self.redis
+
+    def _script(self, effect: RunScript) -> Script:
+        key = (effect.name, effect.unflagged)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = self._redis().register_script(script_text(*key))
+        return script
+
+    def _http_get(self, effect: HttpGet) -> HttpResponse:
+        assert self._session is not None, "this runner has no HTTP session"
+        try:
+            response = self._session.get(
+                effect.url,
+                params=list(effect.params),
+                headers=dict(effect.headers),
+                timeout=(effect.connect_timeout_s, effect.read_timeout_s),
+            )
+        except requests.RequestException as exc:
+            raise HttpFailed(type(exc).__name__) from exc
+        return HttpResponse(response.status_code, response.content, response.headers.get("Retry-After"))
