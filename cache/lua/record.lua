@@ -61,10 +61,17 @@ local function stash(uid, org)
   local value = redis.call('GET', ARGV[3] .. uid)
   if value then
     local ttl = redis.call('PTTL', ARGV[3] .. uid)
+    -- the stash keeps the value's absolute expiry (a relative PTTL/PX copy can drift by a ms);
+    -- PEXPIRETIME needs Redis 7, and Redis 6.2 takes the relative copy
+    local has_at, expire_at = pcall(redis.call, 'PEXPIRETIME', ARGV[3] .. uid)
     redis.call('DEL', ARGV[3] .. uid)
     invalidated = invalidated + 1
     if ttl > 0 then
-      redis.call('SET', ARGV[8] .. uid, org .. ' ' .. value, 'PX', ttl)
+      if has_at and type(expire_at) == 'number' and expire_at > 0 then
+        redis.call('SET', ARGV[8] .. uid, org .. ' ' .. value, 'PXAT', expire_at)
+      else
+        redis.call('SET', ARGV[8] .. uid, org .. ' ' .. value, 'PX', ttl)
+      end
       redis.call('SADD', ARGV[9] .. org, uid)
     else
       redis.call('SADD', KEYS[1], uid)  -- a value written without a TTL: refresh in full
