@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -28,6 +28,9 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from cache.config import Settings
+
+if TYPE_CHECKING:  # redis.asyncio is imported only by code that uses it
+    from redis.asyncio import Redis as AsyncRedis
 
 
 class Role(Enum):
@@ -111,3 +114,41 @@ def cache_redis(target: RedisTarget | str) -> Redis:
 def intake_redis(target: RedisTarget | str) -> Redis:
     """A client for the webhook intake: must answer well inside Svix's 15 s, one quick retry."""
     return redis_client(target, Role.INTAKE)
+
+
+def async_cache_redis(target: RedisTarget | str) -> AsyncRedis:
+    """A ``redis.asyncio`` client for `cache.aio`'s lookups, with the same fail-fast options as `cache_redis`."""
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
+    from redis.asyncio.connection import parse_url as async_parse_url
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 0.25,
+        "socket_timeout": 0.5,
+        "retry": AsyncRetry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "health_check_interval": 0,
+        "client_name": Role.LOOKUP.value,
+    }
+    if not target.uses_sentinel:
+        return AsyncRedis.from_url(target.url, **options)
+    url_options: dict[str, Any] = dict(async_parse_url(target.url))
+    for key in ("host", "port", "path"):
+        url_options.pop(key, None)
+    if url_options.pop("connection_class", None) is AsyncSSLConnection:
+        url_options["ssl"] = True
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.5,
+            "password": target.sentinel_password,
+            "retry": AsyncRetry(NoBackoff(), 0),
+        },
+    )
+    client: AsyncRedis = sentinel.master_for(target.sentinel_master, redis_class=AsyncRedis, **url_options, **options)
+    return client

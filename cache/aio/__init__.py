@@ -1,0 +1,214 @@
+"""The membership cache for asyncio app code (FastAPI, Starlette, Quart, Django's async views).
+
+Same Redis contract, Lua scripts, leases, circuit breaker, Clerk retries, paging and
+budget, metrics and errors as `cache`: the decisions are the very programs of
+`cache.read_path`, `cache.clerk` and `cache.budget`, carried out by `cache.aio.io` over
+``redis.asyncio`` and ``httpx.AsyncClient``; nothing here blocks the event loop.
+
+One thing only the async cache does: lookups of one user that arrive before that user's
+lookup has sent anything share it (1,000 concurrent cold lookups cost one GET, one lease
+and one Clerk read). A lookup never joins one whose Redis read is already on its way, so
+each answer still comes from reads issued after its own call began: freshness is the
+same as the sync API's.
+
+Needs the ``async`` extra: ``pip install 'clerk-org-cache[async]'`` (httpx). Build one
+cache per event loop; its clients belong to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("cache.aio needs httpx: pip install 'clerk-org-cache[async]'") from exc
+from redis.asyncio import Redis
+
+from cache.aio.io import AsyncIO
+from cache.breaker import RedisBreaker
+from cache.budget import BudgetPolicy, BudgetRules, Priority
+from cache.clerk import ClerkReads
+from cache.config import Settings
+from cache.connections import RedisTarget, async_cache_redis
+from cache.contract import Membership, check_org_id, check_user_id
+from cache.durability import ReplicaWait, WaitPolicy
+from cache.read_path import CacheStats, ReadPath, membership_in
+
+__all__ = [
+    "AsyncClerkBudget",
+    "AsyncClerkClient",
+    "AsyncMembershipCache",
+    "build_cache",
+    "default_cache",
+    "get_cached_user_org_memberships",
+    "get_user_org_membership",
+    "invalidate_user_org_memberships",
+    "set_default_cache",
+]
+
+
+class AsyncClerkBudget(BudgetRules):
+    """The fleet's Clerk budget (`cache.budget`) over a ``redis.asyncio`` client."""
+
+    def __init__(self, redis: Redis, policy: BudgetPolicy | None = None) -> None:
+        super().__init__(policy)
+        self.redis = redis
+
+
+class AsyncClerkClient(ClerkReads):
+    """`ClerkReads` over an ``httpx.AsyncClient`` (injectable: tests, custom transports)."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        api_url: str = "https://api.clerk.com",
+        *,
+        http: httpx.AsyncClient | None = None,
+        budget: AsyncClerkBudget | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(secret_key, api_url, budget=budget, **options)
+        self.http = http or httpx.AsyncClient()
+        self._io = AsyncIO(budget.redis if budget else None, http=self.http)
+
+    async def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
+        """All of a user's organization memberships, every page."""
+        return await self._io.run(self.reading_user_memberships(user_id))
+
+    async def get_organization(self, org_id: str) -> dict[str, Any]:
+        return await self._io.run(self.reading_organization(org_id))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class AsyncMembershipCache:
+    """Answers "which orgs is this user in, with which role?" from Redis, else Clerk, on asyncio.
+
+    Build one per event loop with injected clients; ``redis`` should be a fail-fast
+    client such as `cache.connections.async_cache_redis`.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        clerk: AsyncClerkClient,
+        *,
+        ttl_seconds: int = 300,
+        lease_ms: int = 15_000,
+        fill_wait_s: float = 2.0,
+        breaker: RedisBreaker | None = None,
+        durable: ReplicaWait | None = None,
+    ) -> None:
+        self.redis = redis
+        self.clerk = clerk
+        self.read_path = ReadPath(
+            ttl_seconds=ttl_seconds, lease_ms=lease_ms, fill_wait_s=fill_wait_s, breaker=breaker, durable=durable
+        )
+        self._io = AsyncIO(redis, fetch=clerk.list_user_memberships)
+        self._forming: dict[str, asyncio.Task[list[Membership]]] = {}  # lookups not yet sent, by user
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.read_path.stats
+
+    @property
+    def breaker(self) -> RedisBreaker:
+        return self.read_path.breaker
+
+    async def get_memberships(self, user_id: str) -> list[Membership]:
+        """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
+        check_user_id(user_id)
+        flight = self._forming.get(user_id)
+        if flight is None or flight.get_loop() is not asyncio.get_running_loop():
+            flight = asyncio.ensure_future(self._lookup(user_id))
+            flight.add_done_callback(_retrieved)
+            self._forming[user_id] = flight
+        else:
+            self.stats.add("coalesced")
+        # shield: one caller giving up does not cancel the others' answer
+        return list(await asyncio.shield(flight))
+
+    async def _lookup(self, user_id: str) -> list[Membership]:
+        # This runs once the callers of this loop turn have joined; from here on the reads go out,
+        # and a later caller starts its own lookup.
+        if self._forming.get(user_id) is asyncio.current_task():
+            del self._forming[user_id]
+        return await self._io.run(self.read_path.memberships(user_id))
+
+    async def get_membership(self, user_id: str, organization_id: str) -> Membership | None:
+        """The user's membership in one org, or None: the question most auth checks ask."""
+        check_org_id(organization_id)
+        return membership_in(await self.get_memberships(user_id), organization_id)
+
+    async def invalidate(self, user_id: str) -> None:
+        """Drop the user's cached value and void any fill in flight.
+
+        Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
+        CacheUnavailable) if too few replicas acknowledged it: the caller must know.
+        """
+        await self._io.run(self.read_path.invalidating(user_id))
+
+    async def aclose(self) -> None:
+        """Close both clients (the cache is unusable afterwards)."""
+        await self.clerk.aclose()
+        await self.redis.aclose()
+
+
+def _retrieved(flight: asyncio.Task[list[Membership]]) -> None:
+    """Mark a failed lookup's error as seen (its callers, if any are left, raise it themselves)."""
+    if not flight.cancelled():
+        flight.exception()
+
+
+def build_cache(settings: Settings) -> AsyncMembershipCache:
+    """An async cache with its own fail-fast Redis client (through Sentinel when configured) and httpx client."""
+    redis = async_cache_redis(RedisTarget.from_settings(settings))
+    budget = AsyncClerkBudget(redis, BudgetPolicy.from_settings(settings))
+    return AsyncMembershipCache(
+        redis,
+        AsyncClerkClient(
+            settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.INTERACTIVE
+        ),
+        ttl_seconds=settings.user_orgs_ttl_seconds,
+        durable=ReplicaWait(WaitPolicy.from_settings(settings)),
+    )
+
+
+_default: tuple[asyncio.AbstractEventLoop | None, AsyncMembershipCache] | None = None
+
+
+def default_cache() -> AsyncMembershipCache:
+    """The cache of the running event loop, built from the environment on first use there.
+
+    A cache installed with `set_default_cache` serves every loop; otherwise a new loop (a
+    new test, a restarted app) gets a cache of its own, since asyncio clients belong to one loop.
+    """
+    global _default
+    loop = asyncio.get_running_loop()
+    if _default is None or _default[0] not in (None, loop):
+        _default = (loop, build_cache(Settings.from_env(process="library")))
+    return _default[1]
+
+
+def set_default_cache(cache: AsyncMembershipCache | None) -> None:
+    """Install ``cache`` for the module-level functions (None: build from env on next use)."""
+    global _default
+    _default = None if cache is None else (None, cache)
+
+
+async def get_cached_user_org_memberships(user_id: str) -> list[Membership]:
+    """All of the user's memberships, from Redis when cached, else from Clerk."""
+    return await default_cache().get_memberships(user_id)
+
+
+async def get_user_org_membership(user_id: str, organization_id: str) -> Membership | None:
+    """The user's membership in one organization, or None if not a member."""
+    return await default_cache().get_membership(user_id, organization_id)
+
+
+async def invalidate_user_org_memberships(user_id: str) -> None:
+    """Drop the user's cached memberships now (raises CacheUnavailable if Redis is down)."""
+    await default_cache().invalidate(user_id)

@@ -1,0 +1,117 @@
+"""Carries out `cache.effects` on asyncio: ``redis.asyncio`` and an ``httpx.AsyncClient``.
+
+The twin of `cache.sync_io`: the same effects, the same results, the same errors thrown
+back into the program (redis-py's exception classes; `HttpFailed` for a transport failure),
+and waits that never block the event loop. A cancelled caller's ``CancelledError`` is
+thrown into the program too, so a lookup holding a lease gives it back before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from cache.effects import (
+    FetchMemberships,
+    HttpFailed,
+    HttpGet,
+    HttpResponse,
+    Program,
+    RedisCommand,
+    RedisGet,
+    RedisPipeline,
+    RunScript,
+    Sleep,
+)
+from cache.scripts import script_text
+
+T = TypeVar("T")
+
+
+class AsyncIO:
+    """One program runner over the asyncio clients it is given."""
+
+    def __init__(
+        self,
+        redis: Redis | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        fetch: Callable[[str], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.redis = redis
+        self._http = http
+        self._fetch = fetch
+        self._scripts: dict[tuple[str, bool], AsyncScript] = {}
+
+    async def run(self, program: Program[T]) -> T:
+        """Drive ``program`` to its end and return its answer (or raise what it raises)."""
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = program.send(send) if error is None else program.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            send, error = None, None
+            try:
+                send = await self.do(effect)
+            except BaseException as exc:
+                error = exc
+
+    async def do(self, effect: Any) -> Any:
+        """One effect's result."""
+        if isinstance(effect, RedisGet):
+            return await self._redis().get(effect.key)
+        if isinstance(effect, RunScript):
+            return await self._script(effect)(keys=effect.keys, args=effect.args)
+        if isinstance(effect, FetchMemberships):
+            assert self._fetch is not None, "this runner has no Clerk client"
+            return await self._fetch(effect.user_id)
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        if isinstance(effect, HttpGet):
+            return await self._http_get(effect)
+        if isinstance(effect, RedisCommand):
+            return await self._redis().execute_command(*effect.args)  # type: ignore[no-untyped-call]
+        if isinstance(effect, RedisPipeline):
+            return await self.pipeline(effect)
+        raise TypeError(f"not an effect: {effect!r}")
+
+    async def pipeline(self, effect: RedisPipeline) -> list[Any]:
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for step in effect.steps:
+                if isinstance(step, RunScript):
+                    await self._script(step)(keys=step.keys, args=step.args, client=pipe)
+                else:
+                    pipe.execute_command(*step.args)
+            return await pipe.execute()
+
+    def _redis(self) -> Redis:
+        assert self.redis is not None, "this runner has no Redis client"
+        return self.redis
+
+    def _script(self, effect: RunScript) -> AsyncScript:
+        key = (effect.name, effect.unflagged)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = self._redis().register_script(script_text(*key))
+        return script
+
+    async def _http_get(self, effect: HttpGet) -> HttpResponse:
+        assert self._http is not None, "this runner has no HTTP client"
+        try:
+            response = await self._http.get(
+                effect.url,
+                params=list(effect.params),
+                headers=dict(effect.headers),
+                timeout=httpx.Timeout(effect.read_timeout_s, connect=effect.connect_timeout_s),
+            )
+        except httpx.HTTPError as exc:
+            raise HttpFailed(type(exc).__name__) from exc
+        return HttpResponse(response.status_code, response.content, response.headers.get("Retry-After"))
