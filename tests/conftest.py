@@ -7,15 +7,18 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import MembershipCache, set_default_cache
+from cache.connections import RedisTarget
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from service.logs import JsonFormatter
+from tests.read_apis import KINDS, Kind, ReadApi, make_api
 from tests.support import (
     CLERK_KEY,
     METRICS_TOKEN,
@@ -99,6 +102,33 @@ def cache(redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn) -> Itera
     yield built
     set_default_cache(None)
     use_refresher(None)
+
+
+@pytest.fixture(params=KINDS)
+def api_kind(request: pytest.FixtureRequest) -> Kind:
+    """Each read-path test runs against the sync API and the async one."""
+    kind: Kind = request.param
+    return kind
+
+
+@pytest.fixture
+def open_api(api_kind: Kind) -> Iterator[Callable[..., ReadApi]]:
+    """Opens the API under test on a given Redis and Clerk (installed as the default); closes it after."""
+    opened: list[ReadApi] = []
+
+    def open_(redis_url: RedisTarget | str, clerk_url: str, **options: Any) -> ReadApi:
+        opened.append(make_api(api_kind, redis_url, clerk_url, **options))
+        return opened[-1]
+
+    yield open_
+    for api in opened:
+        api.close()
+
+
+@pytest.fixture
+def api(open_api: Callable[..., ReadApi], redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn) -> ReadApi:
+    """The API under test (sync, then async) on the session's Redis and the Clerk stand-in."""
+    return open_api(redis_server.url, clerk.url)
 
 
 @pytest.fixture

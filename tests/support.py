@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -73,8 +73,14 @@ def orgs_with_member(clerk: ClerkStandIn, user_id: str, *names: str, role: str =
     return org_ids
 
 
+class LooksUp(Protocol):
+    """Anything that answers a lookup: `MembershipCache`, or a test's face over either API."""
+
+    def get_memberships(self, user_id: str) -> list[Membership]: ...
+
+
 def cached_member(
-    clerk: ClerkStandIn, cache: MembershipCache, user_id: str, role: str = "org:member", org_name: str = "Acme"
+    clerk: ClerkStandIn, cache: LooksUp, user_id: str, role: str = "org:member", org_name: str = "Acme"
 ) -> str:
     """A new org in Clerk with ``user_id`` as a member, looked up once so the cache holds it; the org id."""
     (org_id,) = orgs_with_member(clerk, user_id, org_name, role=role)

@@ -1,25 +1,25 @@
-"""The read-through cache against a real Redis and the Clerk stand-in."""
+"""The read-through cache against a real Redis and the Clerk stand-in, through the sync API and the
+async one (each test runs once per API: the ``api`` fixture)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from redis import Redis
 
-import cache as cache_module
-from cache import ClerkAuthError, ClerkUnavailable, InvalidId, Membership, MembershipCache
+from cache import ClerkAuthError, ClerkUnavailable, InvalidId, Membership
 from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
+from tests.read_apis import ReadApi
 from tests.support import (
     ALICE,
     CLERK_KEY,
     cached_users,
-    concurrent_lookups,
     held_leases,
-    make_cache,
     stored,
     unreachable_redis_url,
 )
@@ -34,11 +34,11 @@ def seed_user(clerk: ClerkStandIn, user_id: str, n_orgs: int, role: str = "org:m
     return org_ids
 
 
-def test_miss_stores_the_contract_json_with_ttl(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn) -> None:
+def test_miss_stores_the_contract_json_with_ttl(api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
     org = clerk.create_org("Acme Inc", slug="acme", image_url="https://img.example/acme.png")["data"]
     clerk.add_membership(ALICE, org["id"], "org:admin")
 
-    result = cache.get_memberships(ALICE)
+    result = api.get_memberships(ALICE)
 
     assert result == [Membership(org["id"], "acme", "Acme Inc", "https://img.example/acme.png", "org:admin")]
     raw = redis.get(f"user-orgs:{ALICE}")
@@ -55,105 +55,105 @@ def test_miss_stores_the_contract_json_with_ttl(cache: MembershipCache, redis: R
     assert 290 <= redis.ttl(f"user-orgs:{ALICE}") <= 300
 
 
-def test_hit_does_not_call_clerk(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_hit_does_not_call_clerk(api: ReadApi, clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 2)
-    first = cache.get_memberships(ALICE)
+    first = api.get_memberships(ALICE)
     calls = clerk.call_count()
-    assert cache.get_memberships(ALICE) == first
+    assert api.get_memberships(ALICE) == first
     assert clerk.call_count() == calls
 
 
-def test_value_written_by_another_service_is_served(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn) -> None:
+def test_value_written_by_another_service_is_served(api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
     """The contract is shared: a value a TypeScript service stored is read as is."""
     value = [{"organizationId": "org_2x", "organizationSlug": None, "organizationName": "X",
               "imageUrl": None, "role": "basic_member"}]  # fmt: skip
     redis.set(f"user-orgs:{ALICE}", json.dumps(value))
-    assert cache.get_memberships(ALICE) == [Membership("org_2x", None, "X", None, "basic_member")]
+    assert api.get_memberships(ALICE) == [Membership("org_2x", None, "X", None, "basic_member")]
     assert clerk.call_count() == 0
 
 
-def test_user_without_orgs_is_cached_as_empty_array(cache: MembershipCache, redis: Redis) -> None:
-    assert cache.get_memberships(ALICE) == []
+def test_user_without_orgs_is_cached_as_empty_array(api: ReadApi, redis: Redis) -> None:
+    assert api.get_memberships(ALICE) == []
     assert redis.get(f"user-orgs:{ALICE}") == "[]"
 
 
 @pytest.mark.parametrize("n_orgs", [11, 101, 260])
-def test_pages_past_clerks_default_limit(
-    cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, n_orgs: int
-) -> None:
+def test_pages_past_clerks_default_limit(api: ReadApi, redis: Redis, clerk: ClerkStandIn, n_orgs: int) -> None:
     org_ids = seed_user(clerk, ALICE, n_orgs)
-    result = cache.get_memberships(ALICE)
+    result = api.get_memberships(ALICE)
     assert sorted(m.organization_id for m in result) == sorted(org_ids)
     assert len(stored(redis, ALICE)) == n_orgs
 
 
-def test_roles_are_opaque(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_roles_are_opaque(api: ReadApi, clerk: ClerkStandIn) -> None:
     roles = ["org:admin", "org:member", "org:billing", "admin", "basic_member"]
     for i, role in enumerate(roles):
         org = clerk.create_org(f"R{i}")["data"]
         clerk.add_membership(ALICE, org["id"], role)
-    assert sorted(m.role for m in cache.get_memberships(ALICE)) == sorted(roles)
+    assert sorted(m.role for m in api.get_memberships(ALICE)) == sorted(roles)
 
 
-def test_get_user_org_membership(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_get_user_org_membership(api: ReadApi, clerk: ClerkStandIn) -> None:
     acme, globex = (clerk.create_org(name)["data"]["id"] for name in ("Acme", "Globex"))
     clerk.add_membership(ALICE, acme, "org:admin")
-    assert cache_module.get_user_org_membership(ALICE, acme) is not None
-    assert cache_module.get_user_org_membership(ALICE, acme).role == "org:admin"  # type: ignore[union-attr]
-    assert cache_module.get_user_org_membership(ALICE, globex) is None
+    assert api.module_get_membership(ALICE, acme) is not None
+    assert api.module_get_membership(ALICE, acme).role == "org:admin"  # type: ignore[union-attr]
+    assert api.module_get_membership(ALICE, globex) is None
 
 
-def test_module_functions_and_invalidate(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn) -> None:
+def test_module_functions_and_invalidate(api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
     org = clerk.create_org("Acme")["data"]["id"]
     clerk.add_membership(ALICE, org)
-    assert [m.organization_id for m in cache_module.get_cached_user_org_memberships(ALICE)] == [org]
+    assert [m.organization_id for m in api.module_get_memberships(ALICE)] == [org]
     clerk.remove_membership(ALICE, org)
-    cache_module.invalidate_user_org_memberships(ALICE)
+    api.module_invalidate(ALICE)
     assert redis.exists(user_orgs_key(ALICE)) == 0
-    assert cache_module.get_cached_user_org_memberships(ALICE) == []
+    assert api.module_get_memberships(ALICE) == []
 
 
-def test_rate_limited_then_success(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_rate_limited_then_success(api: ReadApi, clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 1)
     clerk.fail_next(2, status=429, retry_after=0)
-    assert len(cache.get_memberships(ALICE)) == 1
+    assert len(api.get_memberships(ALICE)) == 1
 
 
 def test_persistent_outage_raises_typed_error_and_stores_nothing(
-    cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+    api: ReadApi, redis: Redis, clerk: ClerkStandIn
 ) -> None:
     seed_user(clerk, ALICE, 1)
     clerk.fail_next(10, status=503)
     with pytest.raises(ClerkUnavailable):
-        cache.get_memberships(ALICE)
+        api.get_memberships(ALICE)
     assert cached_users(redis) == []
     assert held_leases(redis) == []  # the lease was given back
 
 
-def test_garbage_json_is_never_cached(cache: MembershipCache, redis: Redis, clerk: ClerkStandIn) -> None:
+def test_garbage_json_is_never_cached(api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
     clerk.fail_next(10, status=200, body="not json{")
     with pytest.raises(ClerkUnavailable):
-        cache.get_memberships(ALICE)
+        api.get_memberships(ALICE)
     assert cached_users(redis) == []
 
 
-def test_wrong_clerk_key_is_a_configuration_error(redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn) -> None:
-    wrong = make_cache(redis_server.url, clerk.url, clerk_key="sk_test_wrong")
+def test_wrong_clerk_key_is_a_configuration_error(
+    open_api: Callable[..., ReadApi], redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    wrong = open_api(redis_server.url, clerk.url, clerk_key="sk_test_wrong")
     with pytest.raises(ClerkAuthError, match="CLERK_SECRET_KEY") as info:
         wrong.get_memberships(ALICE)
     assert "sk_test_wrong" not in str(info.value)
 
 
 @pytest.mark.parametrize("bad", ["", "alice", "user_*", "user_a:b", "user_a\nb", "user_" + "a" * 10_000, "org_abc"])
-def test_invalid_user_ids_are_refused_before_any_io(cache: MembershipCache, clerk: ClerkStandIn, bad: str) -> None:
+def test_invalid_user_ids_are_refused_before_any_io(api: ReadApi, clerk: ClerkStandIn, bad: str) -> None:
     with pytest.raises(InvalidId):
-        cache.get_memberships(bad)
+        api.get_memberships(bad)
     assert clerk.call_count() == 0
 
 
-def test_redis_down_answers_from_clerk_quickly(clerk: ClerkStandIn) -> None:
+def test_redis_down_answers_from_clerk_quickly(open_api: Callable[..., ReadApi], clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 3)
-    dead = make_cache(unreachable_redis_url(), clerk.url)
+    dead = open_api(unreachable_redis_url(), clerk.url)
     clerk.latency_s = 0.0
     started = time.perf_counter()
     for _ in range(20):
@@ -164,10 +164,12 @@ def test_redis_down_answers_from_clerk_quickly(clerk: ClerkStandIn) -> None:
     assert dead.stats.snapshot()["redis_fallbacks"] == 20
 
 
-def test_lookups_resume_using_redis_when_it_returns(own_redis: RedisServer, clerk: ClerkStandIn) -> None:
+def test_lookups_resume_using_redis_when_it_returns(
+    open_api: Callable[..., ReadApi], own_redis: RedisServer, clerk: ClerkStandIn
+) -> None:
     seed_user(clerk, ALICE, 1)
     own_redis.stop()
-    c = make_cache(own_redis.url, clerk.url)
+    c = open_api(own_redis.url, clerk.url)
     assert len(c.get_memberships(ALICE)) == 1  # server not started yet: from Clerk
     assert c.breaker.is_open
     own_redis.start()
@@ -179,19 +181,19 @@ def test_lookups_resume_using_redis_when_it_returns(own_redis: RedisServer, cler
     assert Redis.from_url(own_redis.url).exists(user_orgs_key(ALICE)) == 1
 
 
-def test_concurrent_cold_lookups_call_clerk_once(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_concurrent_cold_lookups_call_clerk_once(api: ReadApi, clerk: ClerkStandIn) -> None:
     seed_user(clerk, ALICE, 2)
     clerk.latency_s = 0.1
     clerk.reset_counts()
-    results = [len(answer) for answer in concurrent_lookups(cache, ALICE, 50)]
-    stats = cache.stats.snapshot()
+    results = [len(answer) for answer in api.concurrent_lookups(ALICE, 50)]
+    stats = api.stats.snapshot()
     assert results == [2] * 50
     assert clerk.call_count() == 1 + stats["wait_fallbacks"]
     assert stats["wait_fallbacks"] == 0
 
 
-def test_clerk_key_never_appears_in_errors(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+def test_clerk_key_never_appears_in_errors(api: ReadApi, clerk: ClerkStandIn) -> None:
     clerk.fail_next(10, status=500)
     with pytest.raises(ClerkUnavailable) as info:
-        cache.get_memberships(ALICE)
-    assert CLERK_KEY not in str(info.value) and CLERK_KEY not in repr(cache.clerk)
+        api.get_memberships(ALICE)
+    assert CLERK_KEY not in str(info.value) and CLERK_KEY not in repr(api.cache.clerk)

@@ -7,6 +7,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, sign, signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
+from tests.read_apis import ReadApi
 from tests.support import (
     ALICE,
     CLERK_KEY,
@@ -34,11 +36,12 @@ from tests.support import (
 
 
 def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
-    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+    open_api: Callable[..., ReadApi], redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
 ) -> None:
+    """Through the sync API (requests) and the async one (httpx): each names the timeout."""
     clerk.add_membership(ALICE, clerk.create_org("Acme")["data"]["id"])
     clerk.latency_s = 1.0
-    slow = make_cache(redis_server.url, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0)
+    slow = open_api(redis_server.url, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0)
     started = time.perf_counter()
     with pytest.raises(ClerkUnavailable, match="Timeout"):
         slow.get_memberships(ALICE)

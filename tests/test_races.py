@@ -1,4 +1,5 @@
-"""Forced interleavings: the Clerk stand-in holds a read until the test releases it."""
+"""Forced interleavings: the Clerk stand-in holds a read until the test releases it. The lookup-side
+races run against the sync and the async API (the ``api`` fixture)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from redis import Redis
 from cache import MembershipCache
 from cache.contract import decode_memberships, user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
+from tests.read_apis import ReadApi
 from tests.support import ALICE, cached_member, lease_held, post_event, wait_until_drained
 
 
-def held_lookup(cache: MembershipCache, clerk: ClerkStandIn, user_id: str, during: Callable[[], None]) -> list[Any]:
+def held_lookup(
+    cache: MembershipCache | ReadApi, clerk: ClerkStandIn, user_id: str, during: Callable[[], None]
+) -> list[Any]:
     """Start a lookup, freeze its Clerk read after Clerk answered, run ``during``, then let it finish."""
     results: list[Any] = []
     with clerk.hold(user_id) as gate:
@@ -42,23 +46,21 @@ def truth(clerk: ClerkStandIn, user_id: str) -> list[tuple[str, str, str]]:
     )
 
 
-def test_fill_racing_a_rename_is_refused(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
-) -> None:
-    acme = cached_member(clerk, cache, ALICE)
-    cache.invalidate(ALICE)
+def test_fill_racing_a_rename_is_refused(client: FlaskClient, api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
+    acme = cached_member(clerk, api, ALICE)
+    api.invalidate(ALICE)
 
     def rename() -> None:
         assert post_event(client, clerk.update_org(acme, name="Acme Renamed")).status_code == 200
 
-    old = held_lookup(cache, clerk, ALICE, rename)
+    old = held_lookup(api, clerk, ALICE, rename)
     assert [m.organization_name for m in old] == ["Acme"]
     assert cached(redis, ALICE) is None
-    assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme Renamed"]
+    assert [m.organization_name for m in api.get_memberships(ALICE)] == ["Acme Renamed"]
 
 
 def test_role_downgrade_racing_a_fill_is_refused(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+    client: FlaskClient, api: ReadApi, redis: Redis, clerk: ClerkStandIn
 ) -> None:
     acme = clerk.create_org("Acme")["data"]["id"]
     clerk.add_membership(ALICE, acme, "org:admin")
@@ -66,9 +68,9 @@ def test_role_downgrade_racing_a_fill_is_refused(
     def downgrade() -> None:
         assert post_event(client, clerk.update_membership(ALICE, acme, "org:member")).status_code == 200
 
-    assert [m.role for m in held_lookup(cache, clerk, ALICE, downgrade)] == ["org:admin"]
+    assert [m.role for m in held_lookup(api, clerk, ALICE, downgrade)] == ["org:admin"]
     assert cached(redis, ALICE) is None
-    assert [m.role for m in cache.get_memberships(ALICE)] == ["org:member"]
+    assert [m.role for m in api.get_memberships(ALICE)] == ["org:member"]
 
 
 def test_deletion_racing_a_rejoin_ends_as_clerk_says(
@@ -115,33 +117,33 @@ def test_created_and_deleted_in_any_order_end_as_clerk_says(
 
 
 def test_a_thousand_forced_stale_fill_races_store_nothing_stale(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+    client: FlaskClient, api: ReadApi, redis: Redis, clerk: ClerkStandIn
 ) -> None:
     """Each round: a lookup reads Clerk, the membership flips and its webhook is acknowledged,
     then the lookup tries to store what it read. Nothing stale may be stored or served."""
     acme = clerk.create_org("Acme")["data"]["id"]
     stale_stored = stale_served = 0
     for round_number in range(1000):
-        cache.invalidate(ALICE)  # so the held lookup below misses and goes to Clerk
+        api.invalidate(ALICE)  # so the held lookup below misses and goes to Clerk
         member_now = bool(clerk.memberships_of(ALICE))
 
         def flip(member_now: bool = member_now) -> None:
             event = clerk.remove_membership(ALICE, acme) if member_now else clerk.add_membership(ALICE, acme)
             assert post_event(client, event).status_code == 200
 
-        held_lookup(cache, clerk, ALICE, flip)
+        held_lookup(api, clerk, ALICE, flip)
         stored = cached(redis, ALICE)
         if stored is not None and stored != truth(clerk, ALICE):
             stale_stored += 1
-        if round_number % 10 == 0 and bool(cache.get_memberships(ALICE)) == member_now:
+        if round_number % 10 == 0 and bool(api.get_memberships(ALICE)) == member_now:
             stale_served += 1
     assert (stale_stored, stale_served) == (0, 0)
-    assert cache.stats.snapshot()["fills_refused"] == 1000
+    assert api.stats.snapshot()["fills_refused"] == 1000
 
 
 @pytest.mark.parametrize("change", ["rename", "delete"])
 def test_org_event_voids_a_first_fill_not_yet_in_the_org_index(
-    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, change: str
+    client: FlaskClient, api: ReadApi, redis: Redis, clerk: ClerkStandIn, change: str
 ) -> None:
     """The user was never cached, so the org index cannot name them while their first fill runs."""
     acme = clerk.create_org("Acme")["data"]["id"]
@@ -151,10 +153,10 @@ def test_org_event_voids_a_first_fill_not_yet_in_the_org_index(
         event = clerk.update_org(acme, name="Acme Renamed") if change == "rename" else clerk.delete_org(acme)
         assert post_event(client, event).status_code == 200
 
-    held_lookup(cache, clerk, ALICE, org_changes)
+    held_lookup(api, clerk, ALICE, org_changes)
     assert cached(redis, ALICE) is None
     assert not lease_held(redis, ALICE)  # a refused fill gives the lease back
-    assert [(m.organization_id, m.organization_name) for m in cache.get_memberships(ALICE)] == (
+    assert [(m.organization_id, m.organization_name) for m in api.get_memberships(ALICE)] == (
         [(acme, "Acme Renamed")] if change == "rename" else []
     )
 

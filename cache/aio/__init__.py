@@ -18,6 +18,7 @@ cache per event loop; its clients belong to that loop.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -108,7 +109,7 @@ class AsyncMembershipCache:
             ttl_seconds=ttl_seconds, lease_ms=lease_ms, fill_wait_s=fill_wait_s, breaker=breaker, durable=durable
         )
         self._io = AsyncIO(redis, fetch=clerk.list_user_memberships)
-        self._forming: dict[str, asyncio.Task[list[Membership]]] = {}  # lookups not yet sent, by user
+        self._forming: dict[str, _Flight] = {}  # lookups not yet sent, by user
 
     @property
     def stats(self) -> CacheStats:
@@ -122,19 +123,27 @@ class AsyncMembershipCache:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
         check_user_id(user_id)
         flight = self._forming.get(user_id)
-        if flight is None or flight.get_loop() is not asyncio.get_running_loop():
-            flight = asyncio.ensure_future(self._lookup(user_id))
-            flight.add_done_callback(_retrieved)
+        if flight is None or flight.task.get_loop() is not asyncio.get_running_loop():
+            flight = _Flight(asyncio.ensure_future(self._lookup(user_id)))
+            flight.task.add_done_callback(_retrieved)
             self._forming[user_id] = flight
         else:
             self.stats.add("coalesced")
-        # shield: one caller giving up does not cancel the others' answer
-        return list(await asyncio.shield(flight))
+        flight.callers += 1
+        try:
+            # shield: one caller giving up does not take the answer from the others ...
+            return list(await asyncio.shield(flight.task))
+        except asyncio.CancelledError:
+            flight.callers -= 1
+            if flight.callers == 0:
+                flight.task.cancel()  # ... but when every caller gave up, the lookup stops and gives its lease back
+            raise
 
     async def _lookup(self, user_id: str) -> list[Membership]:
         # This runs once the callers of this loop turn have joined; from here on the reads go out,
         # and a later caller starts its own lookup.
-        if self._forming.get(user_id) is asyncio.current_task():
+        flight = self._forming.get(user_id)
+        if flight is not None and flight.task is asyncio.current_task():
             del self._forming[user_id]
         return await self._io.run(self.read_path.memberships(user_id))
 
@@ -155,6 +164,14 @@ class AsyncMembershipCache:
         """Close both clients (the cache is unusable afterwards)."""
         await self.clerk.aclose()
         await self.redis.aclose()
+
+
+@dataclass
+class _Flight:
+    """One lookup and how many callers still wait for it."""
+
+    task: asyncio.Task[list[Membership]]
+    callers: int = 0
 
 
 def _retrieved(flight: asyncio.Task[list[Membership]]) -> None:

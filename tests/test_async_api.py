@@ -1,0 +1,122 @@
+"""What only the async API does: lookups of one user share a flight that has not sent anything
+yet (and only such a flight), a cancelled lookup gives its lease back, and the module-level
+functions build a cache per event loop from the environment. The read path itself runs
+against both APIs in test_cache_read_path.py and test_races.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+
+import cache.aio as cache_aio
+from devstack.clerk_standin import ClerkStandIn
+from devstack.redis_server import RedisServer
+from tests.read_apis import Kind, ReadApi
+from tests.support import ALICE, CLERK_KEY, cached_users, held_leases, orgs_with_member, post_event
+
+
+@pytest.fixture
+def async_api(open_api: Callable[..., ReadApi], redis_server: RedisServer, clerk: ClerkStandIn) -> ReadApi:
+    return open_api(redis_server.url, clerk.url)
+
+
+@pytest.fixture
+def api_kind() -> Kind:
+    return "async"  # this module is about the async API alone
+
+
+def test_a_thousand_concurrent_cold_lookups_cost_one_read_of_everything(
+    async_api: ReadApi, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    orgs_with_member(clerk, ALICE, "Acme", "Globex")
+    clerk.latency_s = 0.05
+    clerk.reset_counts()
+    answers = async_api.concurrent_lookups(ALICE, 1000)
+    assert [len(answer) for answer in answers] == [2] * 1000
+    assert clerk.call_count() == 1
+    stats = async_api.stats.snapshot()
+    assert (stats["misses"], stats["coalesced"], stats["fills"]) == (1, 999, 1)
+    assert cached_users(redis) == [ALICE]
+
+
+def test_a_lookup_begun_after_an_acknowledged_event_never_shares_an_older_flight(
+    async_api: ReadApi, client: FlaskClient, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """Flight A has read Clerk (held there); the member is removed and the intake answers 2xx;
+    lookup B starts only then. A answers as it read; B must not be handed A's answer."""
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    answers: dict[str, list[str]] = {}
+
+    def look(name: str) -> None:
+        answers[name] = [m.organization_id for m in async_api.get_memberships(ALICE)]
+
+    with clerk.hold(ALICE) as gate:
+        first = threading.Thread(target=look, args=("A",))
+        first.start()
+        assert gate.wait_arrived()
+        assert post_event(client, clerk.remove_membership(ALICE, acme)).status_code == 200
+        second = threading.Thread(target=look, args=("B",))
+        second.start()
+        assert gate.wait_arrived(count=2)  # B read Clerk itself (after the removal)
+    first.join(10)
+    second.join(10)
+    assert answers == {"A": [acme], "B": []}
+    assert async_api.stats.snapshot()["coalesced"] == 0
+    assert cached_users(redis) == [ALICE] and async_api.get_memberships(ALICE) == []
+
+
+def test_a_lookup_every_caller_gave_up_on_gives_its_lease_back(
+    async_api: ReadApi, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """Two callers share a flight held in Clerk. One gives up: the flight goes on for the other.
+    Both gave up: the flight stops and gives its lease back, so no one waits for a dead fill."""
+    orgs_with_member(clerk, ALICE, "Acme")
+
+    async def callers_give_up(patience: tuple[float, ...]) -> None:
+        lookups = [asyncio.wait_for(async_api.cache.get_memberships(ALICE), timeout=t) for t in patience]
+        outcomes = await asyncio.gather(*lookups, return_exceptions=True)
+        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+
+    run = async_api._run  # type: ignore[attr-defined]
+    with clerk.hold(ALICE) as gate:
+        first_gave_up = threading.Thread(target=run, args=(callers_give_up((0.2, 1.0)),))
+        first_gave_up.start()
+        assert gate.wait_arrived()
+        threading.Event().wait(0.5)  # the first caller has given up by now, the second has not
+        assert held_leases(redis) == [ALICE]
+        first_gave_up.join(5)
+        deadline = threading.Event()
+        for _ in range(50):  # the second gave up at 1 s: the flight's release reaches Redis just after
+            if not held_leases(redis):
+                break
+            deadline.wait(0.05)
+        assert held_leases(redis) == []
+    assert cached_users(redis) == []  # the cancelled read stored nothing
+    assert [m.organization_name for m in async_api.get_memberships(ALICE)] == ["Acme"]
+
+
+def test_module_functions_build_a_cache_per_event_loop_from_the_environment(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme", role="org:admin")
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("CLERK_SECRET_KEY", CLERK_KEY)
+    monkeypatch.setenv("CLERK_API_URL", clerk.url)
+    cache_aio.set_default_cache(None)
+
+    async def ask() -> tuple[str | None, int]:
+        membership = await cache_aio.get_user_org_membership(ALICE, acme)
+        await cache_aio.invalidate_user_org_memberships(ALICE)
+        return (membership.role if membership else None), len(await cache_aio.get_cached_user_org_memberships(ALICE))
+
+    try:
+        assert asyncio.run(ask()) == ("org:admin", 1)
+        assert asyncio.run(ask()) == ("org:admin", 1)  # a second loop gets a cache of its own
+    finally:
+        cache_aio.set_default_cache(None)
+    assert clerk.call_count() == 3  # the first lookup of each loop, and each read after an invalidation
