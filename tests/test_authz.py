@@ -350,6 +350,12 @@ async def test_concurrent_async_checks_share_one_lookup(cache: MembershipCache, 
     assert cache.stats.snapshot()["waits"] == 0  # no second lookup ever waited on the first one's lease
 
 
+@pytest.mark.asyncio
+async def test_a_sync_lookup_given_to_the_async_check_says_how_to_wrap_it(cache: MembershipCache) -> None:
+    with pytest.raises(TypeError, match=r"asyncio\.to_thread"):
+        await authorize_async(RequestMemo(), ALICE, "acme", (), cache.get_memberships)  # type: ignore[arg-type]
+
+
 # -- the decisions themselves --------------------------------------------------------------------------
 
 
