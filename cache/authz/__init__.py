@@ -1,0 +1,220 @@
+"""Authorization decisions on cached memberships, free of any web framework.
+
+"May this user act on this org with one of these roles?" is asked on nearly every
+request, so it is answered from the cached memberships alone. The Flask and FastAPI
+adapters (`cache.authz.flask`, `cache.authz.fastapi`) only turn a `Denied` into an
+HTTP answer; every decision is made here, in this order:
+
+- 401 ``unauthenticated``: no signed-in user (the app's user callable gave None), or a
+  user id that is not a Clerk id.
+- 404 ``not_found``: the URL's org is neither an org id nor a possible slug. It names no
+  org anyone could belong to, so it is a wrong URL; it is decided before any lookup
+  (no Redis read, no Clerk call) and is the same for every user, so it reveals nothing.
+- 503 ``authorization_unavailable``: the lookup failed (Clerk unreachable, rate-limited
+  or refusing our key, with nothing cached). We fail closed: no access, no 500 with a
+  traceback, and the client may retry.
+- 403 ``not_a_member``: no membership in that org (also when no such org exists, so a
+  non-member cannot tell the two apart).
+- 403 ``role_not_allowed``: a member whose role is not one of those required.
+
+An org reference is an org id or a slug. A reference shaped like an id (``org_`` +
+letters and digits) is matched against ids only, never slugs, so an org whose slug
+looks like another org's id cannot stand in for it; one that starts with ``org_`` but
+is not an id is malformed. Slugs are matched against the cached ``organization_slug``,
+so naming an org by slug costs no Clerk call.
+
+Roles are opaque strings compared exactly (``org:admin``, ``org:member``,
+``org:<custom>``); instances still on the legacy ``admin``/``basic_member`` list both
+spellings. No role at all means any member.
+
+`RequestMemo` remembers one request's lookups (answers and failures), so ten checks
+in one request cost one lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+
+from cache.contract import Membership, check_org_id, check_user_id
+from cache.errors import CacheUnavailable, ClerkCacheError, ClerkError, InvalidId
+
+__all__ = [
+    "AsyncLookup",
+    "Denied",
+    "Lookup",
+    "RequestMemo",
+    "allowed_roles",
+    "authorize",
+    "authorize_async",
+    "check_org_ref",
+    "decide",
+    "require_user",
+    "resolve_org",
+    "role_allows",
+]
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str], list[Membership]]
+AsyncLookup = Callable[[str], Awaitable[list[Membership]]]
+Roles = str | Iterable[str]
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+class Denied(ClerkCacheError):
+    """A request the authorization check refuses.
+
+    ``status`` is the HTTP status and ``code`` the stable ``error`` string of the JSON
+    body (as `webhook.errors.WebhookRejected`); the message is safe to show.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+    def body(self) -> dict[str, str]:
+        """The JSON body every adapter answers with: the project's ``{"error", "message"}``."""
+        return {"error": self.code, "message": str(self)}
+
+
+def allowed_roles(roles: Roles) -> frozenset[str]:
+    """The roles as a set (one string or several); empty means any member.
+
+    Raises ValueError for an empty or non-string role, so a typo fails at start-up.
+    """
+    items = (roles,) if isinstance(roles, str) else tuple(roles)
+    for role in items:
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"a role must be a non-empty string, not {role!r}")
+    return frozenset(items)
+
+
+def role_allows(membership: Membership, roles: Roles) -> bool:
+    """Whether the membership's role is one of ``roles`` (no roles: any member)."""
+    allowed = allowed_roles(roles)
+    return not allowed or membership.role in allowed
+
+
+def _is_org_id(org_ref: str) -> bool:
+    try:
+        check_org_id(org_ref)
+    except InvalidId:
+        return False
+    return True
+
+
+def check_org_ref(org_ref: object) -> str:
+    """Return ``org_ref`` if it is an org id or a possible slug, else raise Denied (404)."""
+    if isinstance(org_ref, str):
+        if org_ref.startswith("org_"):
+            if _is_org_id(org_ref):
+                return org_ref
+        elif _SLUG.fullmatch(org_ref):
+            return org_ref
+    raise Denied(404, "not_found", "no such organization")
+
+
+def resolve_org(memberships: Iterable[Membership], org_ref: str) -> Membership | None:
+    """The membership ``org_ref`` names, by id (``org_…``) or else by slug; None if none does.
+
+    Only the given (cached) memberships are searched: no Clerk call. A malformed
+    reference resolves to nothing.
+    """
+    if _is_org_id(org_ref):
+        return next((m for m in memberships if m.organization_id == org_ref), None)
+    if org_ref.startswith("org_") or not _SLUG.fullmatch(org_ref):
+        return None
+    return next((m for m in memberships if m.organization_slug == org_ref), None)
+
+
+def require_user(user_id: object) -> str:
+    """Return the signed-in user's Clerk id, else raise Denied (401)."""
+    if user_id is None:
+        raise Denied(401, "unauthenticated", "sign in first")
+    try:
+        return check_user_id(user_id)
+    except InvalidId:
+        log.warning("the app's user callable returned something that is not a Clerk user id")
+        raise Denied(401, "unauthenticated", "the session does not name a Clerk user") from None
+
+
+def decide(memberships: Iterable[Membership], org_ref: str, roles: Roles) -> Membership:
+    """The user's membership in the org ``org_ref`` names, if its role is allowed; else raise Denied (403)."""
+    membership = resolve_org(memberships, org_ref)
+    if membership is None:
+        raise Denied(403, "not_a_member", "you are not a member of this organization")
+    if not role_allows(membership, roles):
+        raise Denied(403, "role_not_allowed", "your role in this organization does not allow this")
+    return membership
+
+
+def _undecided(exc: ClerkCacheError) -> Denied:
+    """A failed lookup: fail closed with 503 (logged, since an operator may have to act)."""
+    log.warning("authorization undecided, the lookup failed: %s: %s", type(exc).__name__, exc)
+    return Denied(503, "authorization_unavailable", "authorization cannot be decided now; try again")
+
+
+class RequestMemo:
+    """One request's membership lookups, so ten checks in one request cost one lookup.
+
+    A failure is remembered too: the request's other checks answer 503 at once
+    instead of waiting out Clerk's retries again. Keep one per request (``flask.g``,
+    ``request.state``): across requests, staleness is the cache's business.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[object, str], list[Membership] | Denied] = {}
+        self._tasks: dict[tuple[object, str], asyncio.Task[list[Membership]]] = {}
+
+    def memberships(self, lookup: Lookup, user_id: str) -> list[Membership]:
+        """``lookup(user_id)``, once per request; raises Denied (503) if it failed."""
+        key = (lookup, user_id)
+        if key not in self._answers:
+            try:
+                self._answers[key] = lookup(user_id)
+            except (ClerkError, CacheUnavailable) as exc:
+                self._answers[key] = _undecided(exc)
+        answer = self._answers[key]
+        if isinstance(answer, Denied):
+            raise answer
+        return answer
+
+    async def memberships_async(self, lookup: AsyncLookup, user_id: str) -> list[Membership]:
+        """``await lookup(user_id)``, once per request even when checks run concurrently."""
+        key = (lookup, user_id)
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.ensure_future(_lookup_async(lookup, user_id))
+        return await asyncio.shield(task)  # a cancelled check must not cancel the others' lookup
+
+
+async def _lookup_async(lookup: AsyncLookup, user_id: str) -> list[Membership]:
+    pending = lookup(user_id)
+    if not inspect.isawaitable(pending):
+        raise TypeError("memberships must be an async callable (wrap a sync one: asyncio.to_thread)")
+    try:
+        return await pending
+    except (ClerkError, CacheUnavailable) as exc:
+        raise _undecided(exc) from exc
+
+
+def authorize(memo: RequestMemo, user_id: object, org_ref: object, roles: Roles, lookup: Lookup) -> Membership:
+    """The whole check, in the documented order; the membership, or raise Denied."""
+    user = require_user(user_id)
+    ref = check_org_ref(org_ref)
+    return decide(memo.memberships(lookup, user), ref, roles)
+
+
+async def authorize_async(
+    memo: RequestMemo, user_id: object, org_ref: object, roles: Roles, lookup: AsyncLookup
+) -> Membership:
+    """`authorize` with an async lookup (``await cache.aio.get_cached_user_org_memberships``)."""
+    user = require_user(user_id)
+    ref = check_org_ref(org_ref)
+    return decide(await memo.memberships_async(lookup, user), ref, roles)

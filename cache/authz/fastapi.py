@@ -1,0 +1,97 @@
+"""FastAPI: ``Depends(OrgRole("org:admin", user=..., memberships=...))`` gives the route the membership.
+
+Importing this module needs FastAPI, which is not a dependency of this package
+(install it with your app; the project's dev extra has it). The rest of ``cache``
+does not import it.
+
+The org comes from the path parameter ``org_param`` (an org id or a slug), the user id
+from the dependency ``user`` the app provides: verifying Clerk's session token stays
+the app's job (``examples/fastapi_app.py`` shows it). ``memberships`` is an async
+lookup, e.g. ``cache.aio.get_cached_user_org_memberships``; wrap a sync one with
+``asyncio.to_thread`` so it does not block the event loop.
+
+A refusal raises `OrgAccessDenied`, an ``HTTPException`` with the status
+`cache.authz` documents (401, 404, 403, or 503 when the lookup fails). FastAPI
+answers it as ``{"detail": <message>}``; `add_denied_handler` makes it the project's
+``{"error": <code>, "message": <text>}``, as the Flask adapter answers.
+
+Lookups are remembered in ``request.state`` for the request, so several dependencies
+and `check_org_role` calls in one request cost one lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from cache.authz import AsyncLookup, Denied, RequestMemo, allowed_roles, authorize_async
+from cache.contract import Membership
+
+__all__ = ["OrgAccessDenied", "OrgRole", "add_denied_handler", "check_org_role"]
+
+_MEMO = "clerk_org_cache_authz_memo"
+
+
+class OrgAccessDenied(HTTPException):
+    """A refusal, as FastAPI's HTTPException; ``code`` is the stable ``error`` string."""
+
+    def __init__(self, denied: Denied) -> None:
+        headers = {"WWW-Authenticate": "Bearer"} if denied.status == 401 else None
+        super().__init__(denied.status, detail=str(denied), headers=headers)
+        self.code = denied.code
+
+
+def OrgRole(
+    *roles: str,
+    org_param: str = "org_id",
+    user: Callable[..., Any],
+    memberships: AsyncLookup,
+) -> Callable[..., Awaitable[Membership]]:
+    """A dependency: the user's membership in the path's org if its role is one of ``roles``
+    (none: any member), else `OrgAccessDenied`.
+
+    ``user`` is a dependency (any callable FastAPI can resolve) giving the signed-in
+    user's id or None.
+    """
+    allowed = allowed_roles(roles)
+
+    async def org_role(request: Request, user_id: str | None = Depends(user)) -> Membership:
+        if org_param not in request.path_params:
+            raise LookupError(f"the route has no {{{org_param}}} (OrgRole's org_param)")
+        return await check_org_role(
+            request, request.path_params[org_param], *allowed, user_id=user_id, memberships=memberships
+        )
+
+    return org_role
+
+
+async def check_org_role(
+    request: Request, org_ref: object, *roles: str, user_id: str | None, memberships: AsyncLookup
+) -> Membership:
+    """The same check inside a route (e.g. for a second org); raises `OrgAccessDenied`."""
+    try:
+        return await authorize_async(_memo(request), user_id, org_ref, roles, memberships)
+    except Denied as denied:
+        raise OrgAccessDenied(denied) from denied
+
+
+def add_denied_handler(app: FastAPI) -> None:
+    """Answer `OrgAccessDenied` as ``{"error": <code>, "message": <text>}``."""
+
+    async def denied(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OrgAccessDenied)
+        return JSONResponse({"error": exc.code, "message": exc.detail}, exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(OrgAccessDenied, denied)
+
+
+def _memo(request: Request) -> RequestMemo:
+    memo = getattr(request.state, _MEMO, None)
+    if memo is None:
+        memo = RequestMemo()
+        setattr(request.state, _MEMO, memo)
+    assert isinstance(memo, RequestMemo)
+    return memo

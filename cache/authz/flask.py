@@ -1,0 +1,109 @@
+"""Flask: ``@require_org_role("org:admin", user=...)`` on views whose route names the org.
+
+The org comes from the route (``org_param``, an org id or a slug), the user id from
+a callable the app provides: verifying Clerk's session token stays the app's job
+(``examples/flask_app.py`` shows it). A refusal is answered as JSON
+``{"error": <code>, "message": <text>}`` with the status `cache.authz` documents
+(401, 404, 403, or 503 when the lookup fails); the view then does not run.
+
+Lookups are remembered in ``flask.g`` for the request, so stacked decorators and
+`check_org_role` calls in one request cost one lookup. The view reads the membership
+the check resolved with `current_membership` (use its ``organization_id``, not the
+URL's value, which may be a slug).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from flask import Response, g, jsonify, request
+
+from cache import get_cached_user_org_memberships
+from cache.authz import Denied, Lookup, RequestMemo, allowed_roles, authorize
+from cache.contract import Membership
+
+__all__ = ["check_org_role", "current_membership", "denied_response", "require_org_role"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+UserCallable = Callable[[], str | None]
+
+_MEMO = "clerk_org_cache_authz_memo"
+_MEMBERSHIP = "org_membership"
+
+
+def require_org_role(
+    *roles: str,
+    org_param: str = "org_id",
+    user: UserCallable,
+    memberships: Lookup = get_cached_user_org_memberships,
+) -> Callable[[Callable[P, R]], Callable[P, R | tuple[Response, int]]]:
+    """Run the view only for a member of the route's org with one of ``roles`` (none: any member).
+
+    ``user`` returns the signed-in user's id or None; ``memberships`` looks a user's
+    memberships up (default: the process-wide cache).
+    """
+    allowed = allowed_roles(roles)
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R | tuple[Response, int]]:
+        @functools.wraps(view)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> R | tuple[Response, int]:
+            try:
+                check_org_role(_route_org(org_param), *allowed, user=user, memberships=memberships)
+            except Denied as denied:
+                return denied_response(denied)
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def check_org_role(
+    org_ref: object,
+    *roles: str,
+    user: UserCallable,
+    memberships: Lookup = get_cached_user_org_memberships,
+) -> Membership:
+    """The same check inside a view (e.g. for a second org); raises Denied.
+
+    Register `denied_response` for Denied (``app.register_error_handler``) to answer
+    it as the decorator does.
+    """
+    membership = authorize(_memo(), user(), org_ref, roles, memberships)
+    setattr(g, _MEMBERSHIP, membership)
+    return membership
+
+
+def current_membership() -> Membership:
+    """The membership the last check of this request resolved."""
+    membership = g.get(_MEMBERSHIP)
+    if not isinstance(membership, Membership):
+        raise RuntimeError("no org check has passed in this request (use @require_org_role)")
+    return membership
+
+
+def denied_response(denied: Denied) -> tuple[Response, int]:
+    """The JSON answer to a refusal (with ``WWW-Authenticate`` on a 401, as HTTP asks)."""
+    response = jsonify(denied.body())
+    if denied.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response, denied.status
+
+
+def _route_org(org_param: str) -> object:
+    values = request.view_args or {}
+    if org_param not in values:
+        raise LookupError(f"the route has no <{org_param}> (require_org_role's org_param)")
+    return values[org_param]
+
+
+def _memo() -> RequestMemo:
+    memo = g.get(_MEMO)
+    if memo is None:
+        memo = RequestMemo()
+        setattr(g, _MEMO, memo)
+    assert isinstance(memo, RequestMemo)
+    return memo
