@@ -16,33 +16,41 @@ No ``from __future__ import annotations``: FastAPI reads the routes' annotations
 they name dependencies local to `create_app`.
 """
 
-import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
-from cache import Membership, MembershipCache, build_cache
+from cache import Membership
+from cache.aio import AsyncMembershipCache, build_cache
 from cache.authz.fastapi import OrgRole, add_denied_handler
 from cache.config import Settings
 from examples.clerk_session import SessionVerifier
 
 
-def create_app(*, cache: MembershipCache | None = None, verifier: SessionVerifier | None = None) -> FastAPI:
+def create_app(*, cache: AsyncMembershipCache | None = None, verifier: SessionVerifier | None = None) -> FastAPI:
     """The app; ``cache`` and ``verifier`` are built from the environment unless given (tests give them)."""
-    lookups = cache or build_cache(Settings.from_env())
     sessions = verifier or SessionVerifier.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # built on the server's event loop, which its asyncio clients belong to
+        app.state.cache = cache or build_cache(Settings.from_env())
+        yield
+        await app.state.cache.aclose()
 
     def signed_in_user(request: Request) -> str | None:
         return sessions.user_id(request.headers.get("Authorization"), request.cookies.get("__session"))
 
     async def memberships(user_id: str) -> list[Membership]:
-        # The sync cache in a worker thread, off the event loop (cache.aio will make this a plain await).
-        return await asyncio.to_thread(lookups.get_memberships, user_id)
+        lookups: AsyncMembershipCache = app.state.cache
+        return await lookups.get_memberships(user_id)  # never blocks the loop: cache.aio
 
     member = OrgRole(user=signed_in_user, memberships=memberships)
     admin = OrgRole("org:admin", user=signed_in_user, memberships=memberships)
-    app = FastAPI()
+    app = FastAPI(lifespan=lifespan)
     add_denied_handler(app)
 
     @app.get("/orgs/{org_id}/dashboard")

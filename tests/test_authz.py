@@ -20,12 +20,14 @@ from flask import request as flask_request
 from redis import Redis
 
 from cache import Membership, MembershipCache
+from cache.aio import AsyncClerkClient, AsyncMembershipCache
 from cache.authz import Denied, RequestMemo, authorize, authorize_async, check_org_ref, resolve_org, role_allows
 from cache.authz import fastapi as fastapi_authz
 from cache.authz import flask as flask_authz
+from cache.connections import async_cache_redis
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
-from tests.support import ALICE, BOB, make_cache, orgs_with_member
+from tests.support import ALICE, BOB, CLERK_KEY, make_cache, orgs_with_member
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,8 @@ def flask_app(cache: MembershipCache) -> Flask:
     return app
 
 
-def fastapi_app(cache: MembershipCache, *, handler: bool = True) -> FastAPI:
-    async def lookup(user_id: str) -> list[Membership]:
-        return await asyncio.to_thread(cache.get_memberships, user_id)
+def fastapi_app(cache: AsyncMembershipCache, *, handler: bool = True) -> FastAPI:
+    lookup = cache.get_memberships
 
     def user(x_user: Annotated[str | None, Header()] = None) -> str | None:
         return x_user
@@ -130,10 +131,23 @@ def fastapi_app(cache: MembershipCache, *, handler: bool = True) -> FastAPI:
 
 
 @pytest.fixture(params=["flask", "fastapi"])
-def get(request: pytest.FixtureRequest, cache: MembershipCache) -> Iterator[Get]:
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backing(framework: str, cache: MembershipCache, redis_server: RedisServer, clerk: ClerkStandIn) -> Any:
+    """The cache the app asks: the sync one for Flask, `cache.aio`'s for FastAPI (same Redis, same Clerk)."""
+    if framework == "flask":
+        return cache
+    return AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
+
+
+@pytest.fixture
+def get(framework: str, backing: Any) -> Iterator[Get]:
     """The framework's test app on the cache under test; ``get(path, user)`` answers status, JSON body, headers."""
-    if request.param == "flask":
-        flask_client = flask_app(cache).test_client()
+    if framework == "flask":
+        flask_client = flask_app(backing).test_client()
 
         def flask_get(path: str, user: str | None = None) -> Answer:
             response = flask_client.get(path, headers={"X-User": user} if user else {})
@@ -141,13 +155,14 @@ def get(request: pytest.FixtureRequest, cache: MembershipCache) -> Iterator[Get]
 
         yield flask_get
         return
-    with TestClient(fastapi_app(cache)) as client:
+    with TestClient(fastapi_app(backing)) as client:
 
         def fastapi_get(path: str, user: str | None = None) -> Answer:
             response = client.get(path, headers={"X-User": user} if user else {})
             return Answer(response.status_code, response.json(), lowered(response.headers.items()))
 
         yield fastapi_get
+        client.portal.call(backing.aclose)  # its clients belong to the test client's event loop
 
 
 def user_reads(clerk: ClerkStandIn) -> int:
@@ -192,7 +207,7 @@ def test_not_a_member_whether_named_by_id_or_slug(get: Get, clerk: ClerkStandIn)
         assert (answer.status, answer.body["error"]) == (403, "not_a_member"), ref
 
 
-def test_no_user_is_401_before_anything_else(get: Get, clerk: ClerkStandIn, cache: MembershipCache) -> None:
+def test_no_user_is_401_before_anything_else(get: Get, clerk: ClerkStandIn, backing: Any) -> None:
     (org,) = orgs_with_member(clerk, ALICE, "Acme")
 
     for path in (f"/orgs/{org}/dashboard", "/orgs/org_bad-id/dashboard"):
@@ -200,7 +215,7 @@ def test_no_user_is_401_before_anything_else(get: Get, clerk: ClerkStandIn, cach
         assert (answer.status, answer.body["error"]) == (401, "unauthenticated")
         assert answer.headers["www-authenticate"] == "Bearer"
     assert get(f"/orgs/{org}/dashboard", "bob").status == 401  # a user id that is not a Clerk id
-    assert user_reads(clerk) == 0 and lookups(cache) == 0
+    assert user_reads(clerk) == 0 and lookups(backing) == 0
 
 
 @pytest.mark.parametrize(
@@ -215,40 +230,36 @@ def test_no_user_is_401_before_anything_else(get: Get, clerk: ClerkStandIn, cach
         "x" * 129,
     ],
 )
-def test_malformed_org_ref_is_404_without_a_lookup(
-    get: Get, clerk: ClerkStandIn, cache: MembershipCache, ref: str
-) -> None:
+def test_malformed_org_ref_is_404_without_a_lookup(get: Get, clerk: ClerkStandIn, backing: Any, ref: str) -> None:
     orgs_with_member(clerk, ALICE, "Acme", role="org:admin")
 
     answer = get(f"/orgs/{ref}/settings", ALICE)
 
     assert answer.status == 404
     assert answer.body == {"error": "not_found", "message": "no such organization"}
-    assert user_reads(clerk) == 0 and lookups(cache) == 0
+    assert user_reads(clerk) == 0 and lookups(backing) == 0
 
 
 # -- what it costs ------------------------------------------------------------------------------------
 
 
-def test_ten_checks_in_one_request_cost_one_lookup(get: Get, clerk: ClerkStandIn, cache: MembershipCache) -> None:
+def test_ten_checks_in_one_request_cost_one_lookup(get: Get, clerk: ClerkStandIn, backing: Any) -> None:
     (org,) = orgs_with_member(clerk, ALICE, "Acme")
 
     assert get(f"/orgs/{org}/ten", ALICE).body == {"checks": 10}  # cold cache
     assert user_reads(clerk) == 1
-    assert cache.stats.snapshot()["misses"] == 1 and cache.stats.snapshot()["hits"] == 0
+    assert backing.stats.snapshot()["misses"] == 1 and backing.stats.snapshot()["hits"] == 0
 
     assert get(f"/orgs/{org}/ten", ALICE).body == {"checks": 10}  # warm
     assert user_reads(clerk) == 1
-    assert cache.stats.snapshot()["hits"] == 1  # one Redis read for the ten checks
+    assert backing.stats.snapshot()["hits"] == 1  # one Redis read for the ten checks
 
 
-def test_a_second_org_checked_in_the_view_shares_the_lookup(
-    get: Get, clerk: ClerkStandIn, cache: MembershipCache
-) -> None:
+def test_a_second_org_checked_in_the_view_shares_the_lookup(get: Get, clerk: ClerkStandIn, backing: Any) -> None:
     acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex")
 
     assert get(f"/orgs/{acme}/and/{globex}", ALICE).body == {"orgs": [acme, globex]}
-    assert user_reads(clerk) == 1 and lookups(cache) == 1
+    assert user_reads(clerk) == 1 and lookups(backing) == 1
     refused = get(f"/orgs/{acme}/and/initech", ALICE)
     assert (refused.status, refused.body["error"]) == (403, "not_a_member")
 
@@ -256,7 +267,7 @@ def test_a_second_org_checked_in_the_view_shares_the_lookup(
 def test_slug_resolution_costs_no_clerk_call_when_cached(get: Get, clerk: ClerkStandIn, cache: MembershipCache) -> None:
     org = clerk.create_org("Acme", slug="acme")["data"]["id"]
     clerk.add_membership(ALICE, org, "org:admin")
-    cache.get_memberships(ALICE)
+    cache.get_memberships(ALICE)  # cached (by the sync API: the same Redis)
     clerk.reset_counts()
 
     assert get("/orgs/acme/settings", ALICE).body == {"org": org, "role": "org:admin"}
@@ -283,7 +294,7 @@ def test_cached_memberships_still_answer_while_clerk_is_down(
     get: Get, clerk: ClerkStandIn, cache: MembershipCache
 ) -> None:
     (org,) = orgs_with_member(clerk, ALICE, "Acme", role="org:admin")
-    cache.get_memberships(ALICE)
+    cache.get_memberships(ALICE)  # cached (by the sync API: the same Redis)
     clerk.stop()
 
     assert get(f"/orgs/{org}/settings", ALICE).status == 200
@@ -324,26 +335,52 @@ def test_flask_decorator_uses_the_process_wide_cache_by_default(cache: Membershi
     assert cache.stats.snapshot()["misses"] == 1
 
 
+def test_fastapi_dependency_uses_the_async_process_wide_cache_by_default(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    import cache.aio
+
+    (org,) = orgs_with_member(clerk, ALICE, "Acme")
+    default = AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
+    cache.aio.set_default_cache(default)
+    app = FastAPI()
+
+    @app.get("/orgs/{org_id}")
+    async def page(membership: Annotated[Membership, Depends(fastapi_authz.OrgRole(user=lambda: ALICE))]) -> Any:
+        return {"name": membership.organization_name}
+
+    try:
+        with TestClient(app) as client:
+            assert client.get(f"/orgs/{org}").json() == {"name": "Acme"}
+            client.portal.call(default.aclose)
+    finally:
+        cache.aio.set_default_cache(None)
+    assert default.stats.snapshot()["misses"] == 1
+
+
 def test_fastapi_without_the_handler_answers_its_own_shape_with_the_same_status(
-    cache: MembershipCache, clerk: ClerkStandIn
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
 ) -> None:
     (org,) = orgs_with_member(clerk, BOB, "Acme")
+    cache = AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
     with TestClient(fastapi_app(cache, handler=False)) as client:
         response = client.get(f"/orgs/{org}/settings", headers={"X-User": BOB})
+        client.portal.call(cache.aclose)
 
     assert response.status_code == 403
     assert response.json() == {"detail": "your role in this organization does not allow this"}
 
 
 @pytest.mark.asyncio
-async def test_concurrent_async_checks_share_one_lookup(cache: MembershipCache, clerk: ClerkStandIn) -> None:
+async def test_concurrent_async_checks_share_one_lookup(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
     (org,) = orgs_with_member(clerk, ALICE, "Acme")
-
-    async def lookup(user_id: str) -> list[Membership]:
-        return await asyncio.to_thread(cache.get_memberships, user_id)
+    cache = AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
 
     memo = RequestMemo()
-    answers = await asyncio.gather(*(authorize_async(memo, ALICE, org, (), lookup) for _ in range(10)))
+    answers = await asyncio.gather(*(authorize_async(memo, ALICE, org, (), cache.get_memberships) for _ in range(10)))
+    await cache.aclose()
 
     assert {a.organization_id for a in answers} == {org}
     assert cache.stats.snapshot()["misses"] == 1
@@ -386,7 +423,7 @@ def test_check_org_ref_refuses_non_strings() -> None:
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def lookups(cache: MembershipCache) -> int:
+def lookups(cache: Any) -> int:
     """Lookups the cache answered (hits and misses)."""
     stats = cache.stats.snapshot()
     return stats["hits"] + stats["misses"] + stats["redis_fallbacks"]

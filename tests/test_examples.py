@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from cache import ConfigError, MembershipCache
+from cache.aio import AsyncClerkClient, AsyncMembershipCache
+from cache.connections import async_cache_redis
 from devstack.clerk_standin import SAMPLE_ORG_IDS, SAMPLE_USER_IDS, ClerkStandIn
 from devstack.redis_server import RedisServer
 from examples import fastapi_app, flask_app
@@ -88,11 +90,17 @@ EXAMPLES: dict[str, Build] = {"flask": flask_app.create_app, "fastapi": fastapi_
 
 
 @pytest.fixture(params=sorted(EXAMPLES))
-def get(request: pytest.FixtureRequest, cache: MembershipCache, clerk: ClerkStandIn) -> Iterator[Get]:
-    """The example app on the cache under test, verifying tokens with the instance's public key."""
+def get(
+    request: pytest.FixtureRequest, cache: MembershipCache, redis_server: RedisServer, clerk: ClerkStandIn
+) -> Iterator[Get]:
+    """The example app on the cache under test (`cache.aio`'s for FastAPI), verifying tokens with the
+    instance's public key."""
     clerk.seed_sample()
     verifier = SessionVerifier.from_env({"CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_AUTHORIZED_PARTIES": ORIGIN})
-    yield from client_for(request.param, EXAMPLES[request.param](cache=cache, verifier=verifier))
+    backing: Any = cache
+    if request.param == "fastapi":
+        backing = AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
+    yield from client_for(request.param, EXAMPLES[request.param](cache=backing, verifier=verifier))
 
 
 def test_admin_gets_the_settings_by_slug_or_id(get: Get, clerk: ClerkStandIn) -> None:

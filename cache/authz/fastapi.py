@@ -7,8 +7,9 @@ does not import it.
 The org comes from the path parameter ``org_param`` (an org id or a slug), the user id
 from the dependency ``user`` the app provides: verifying Clerk's session token stays
 the app's job (``examples/fastapi_app.py`` shows it). ``memberships`` is an async
-lookup, e.g. ``cache.aio.get_cached_user_org_memberships``; wrap a sync one with
-``asyncio.to_thread`` so it does not block the event loop.
+lookup: by default ``cache.aio.get_cached_user_org_memberships``, or an
+``AsyncMembershipCache``'s ``get_memberships``. A sync one is refused (it would block
+the event loop); wrap it with ``asyncio.to_thread`` if you must.
 
 A refusal raises `OrgAccessDenied`, an ``HTTPException`` with the status
 `cache.authz` documents (401, 404, 403, or 503 when the lookup fails). FastAPI
@@ -48,21 +49,23 @@ def OrgRole(
     *roles: str,
     org_param: str = "org_id",
     user: Callable[..., Any],
-    memberships: AsyncLookup,
+    memberships: AsyncLookup | None = None,
 ) -> Callable[..., Awaitable[Membership]]:
     """A dependency: the user's membership in the path's org if its role is one of ``roles``
     (none: any member), else `OrgAccessDenied`.
 
     ``user`` is a dependency (any callable FastAPI can resolve) giving the signed-in
-    user's id or None.
+    user's id or None. ``memberships`` defaults to `cache.aio`'s process-wide cache
+    (built from the environment on the server's event loop).
     """
     allowed = allowed_roles(roles)
+    lookup = memberships or _default_lookup
 
     async def org_role(request: Request, user_id: str | None = Depends(user)) -> Membership:
         if org_param not in request.path_params:
             raise LookupError(f"the route has no {{{org_param}}} (OrgRole's org_param)")
         return await check_org_role(
-            request, request.path_params[org_param], *allowed, user_id=user_id, memberships=memberships
+            request, request.path_params[org_param], *allowed, user_id=user_id, memberships=lookup
         )
 
     return org_role
@@ -86,6 +89,12 @@ def add_denied_handler(app: FastAPI) -> None:
         return JSONResponse({"error": exc.code, "message": exc.detail}, exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(OrgAccessDenied, denied)
+
+
+async def _default_lookup(user_id: str) -> list[Membership]:
+    from cache.aio import get_cached_user_org_memberships  # needs httpx: only when no lookup was given
+
+    return await get_cached_user_org_memberships(user_id)
 
 
 def _memo(request: Request) -> RequestMemo:
