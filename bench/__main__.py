@@ -16,11 +16,15 @@ machine, against the same private redis-server and Clerk stand-in:
                 client processes, and its CPU (bench/sizing.py)
 11. budget      Clerk enforcing 1,000 / 10 s: cold lookups at 10/s during a 1,500-user re-warm
                 burst vs the same lookups without it; 429s, re-warm rate (bench/clerk_budget.py)
+12. async       cache.aio: hit vs redis.asyncio GET + json.loads; 1,000 concurrent cold lookups of one
+                user -> Clerk calls; event-loop lag during a storm of misses vs the sync API called
+                from the loop (bench/async_api.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -36,6 +40,8 @@ import redis as redis_py
 import requests
 from redis import Redis
 
+from bench import async_api
+from bench.async_api import async_lines
 from bench.clerk_budget import budget_line, budget_under_burst
 from bench.loadgen import fire, raw_request
 from bench.sizing import hits_vs_processes, memory_per_user, sizing_lines
@@ -295,6 +301,32 @@ class Bench:
         result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
         return result
 
+    # -- 12. the async API ------------------------------------------------------------------
+
+    def async_hit(self) -> dict[str, float]:
+        self.reset()
+        user_id = user(20)
+        self.seed(user_id, 3, prefix="ahit")
+        n, reps = (500, 3) if self.quick else (3000, 7)
+        return asyncio.run(async_api.hit(self.redis_server.url, self.clerk.url, user_id, n, reps))
+
+    def async_stampede(self) -> dict[str, Any]:
+        self.reset(CLERK_LATENCY_S)
+        user_id = user(21)
+        self.seed(user_id, 3, prefix="astampede")
+        return asyncio.run(async_api.stampede(self.redis_server.url, self.clerk, user_id))
+
+    def async_loop_lag(self) -> dict[str, Any]:
+        self.reset(CLERK_LATENCY_S)
+        n = 200 if self.quick else 1000
+        users = [user(30_000 + i) for i in range(2 * n)]
+        org = self.clerk.create_org("lag")["data"]["id"]
+        for user_id in users:
+            self.clerk.add_membership(user_id, org)
+        return asyncio.run(
+            async_api.loop_lag(self.redis_server.url, self.clerk.url, users, per_second=200.0, sync_cache=self.cache())
+        )
+
 
 def run(quick: bool) -> dict[str, Any]:
     (REPO / ".devstack").mkdir(exist_ok=True)
@@ -328,6 +360,9 @@ def run(quick: bool) -> dict[str, Any]:
         ("memory_per_user", lambda: memory_per_user(quick)),
         ("hits_vs_processes", lambda: hits_vs_processes(quick)),
         ("clerk_budget", lambda: budget_under_burst(quick)),
+        ("async_hit", bench.async_hit),
+        ("async_stampede", bench.async_stampede),
+        ("async_loop_lag", bench.async_loop_lag),
     ]
     try:
         for name, step in steps:
@@ -391,6 +426,7 @@ def table(r: dict[str, Any]) -> str:
     ))  # fmt: skip
     lines += sizing_lines(r)
     lines.append(budget_line(r))
+    lines += async_lines(r)
     return "\n".join(lines)
 
 

@@ -73,8 +73,9 @@ def test_a_lookup_begun_after_an_acknowledged_event_never_shares_an_older_flight
 def test_a_lookup_every_caller_gave_up_on_gives_its_lease_back(
     async_api: ReadApi, redis: Redis, clerk: ClerkStandIn
 ) -> None:
-    """Two callers share a flight held in Clerk. One gives up: the flight goes on for the other.
-    Both gave up: the flight stops and gives its lease back, so no one waits for a dead fill."""
+    """Two callers share a lookup held in Clerk. The first gives up: its lookup stops and gives its
+    lease back, and the other looks up anew (taking a lease of its own). Both gave up: no lease is
+    left behind, so no one waits for a dead fill."""
     orgs_with_member(clerk, ALICE, "Acme")
 
     async def callers_give_up(patience: tuple[float, ...]) -> None:

@@ -18,7 +18,6 @@ cache per event loop; its clients belong to that loop.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -122,30 +121,38 @@ class AsyncMembershipCache:
     async def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
         check_user_id(user_id)
+        loop = asyncio.get_running_loop()
         flight = self._forming.get(user_id)
-        if flight is None or flight.task.get_loop() is not asyncio.get_running_loop():
-            flight = _Flight(asyncio.ensure_future(self._lookup(user_id)))
-            flight.task.add_done_callback(_retrieved)
-            self._forming[user_id] = flight
-        else:
-            self.stats.add("coalesced")
-        flight.callers += 1
+        if flight is not None and flight.loop is loop:
+            return await self._join(flight, user_id)
+        flight = _Flight(loop)
+        self._forming[user_id] = flight
         try:
-            # shield: one caller giving up does not take the answer from the others ...
-            return list(await asyncio.shield(flight.task))
+            try:
+                await asyncio.sleep(0)  # one loop turn: lookups of this user begun in it join before anything is sent
+            finally:
+                if self._forming.get(user_id) is flight:
+                    del self._forming[user_id]  # from here on the reads go out: a later caller starts its own
+            answer = await self._io.run(self.read_path.memberships(user_id))
         except asyncio.CancelledError:
-            flight.callers -= 1
-            if flight.callers == 0:
-                flight.task.cancel()  # ... but when every caller gave up, the lookup stops and gives its lease back
+            flight.settle(error=_LeaderGaveUp())  # the program gave its lease back; the joiners look up anew
             raise
+        except BaseException as exc:
+            flight.settle(error=exc)  # a Clerk error is their answer too: they joined before any read
+            raise
+        flight.settle(answer=answer)
+        return answer
 
-    async def _lookup(self, user_id: str) -> list[Membership]:
-        # This runs once the callers of this loop turn have joined; from here on the reads go out,
-        # and a later caller starts its own lookup.
-        flight = self._forming.get(user_id)
-        if flight is not None and flight.task is asyncio.current_task():
-            del self._forming[user_id]
-        return await self._io.run(self.read_path.memberships(user_id))
+    async def _join(self, flight: _Flight, user_id: str) -> list[Membership]:
+        self.stats.add("coalesced")
+        flight.joiners += 1
+        try:
+            return list(await asyncio.shield(flight.future))  # one joiner giving up leaves the others' answer
+        except asyncio.CancelledError:
+            flight.joiners -= 1
+            raise
+        except _LeaderGaveUp:
+            return await self.get_memberships(user_id)  # reads issued now, after this call began: as fresh
 
     async def get_membership(self, user_id: str, organization_id: str) -> Membership | None:
         """The user's membership in one org, or None: the question most auth checks ask."""
@@ -166,18 +173,26 @@ class AsyncMembershipCache:
         await self.redis.aclose()
 
 
-@dataclass
+class _LeaderGaveUp(Exception):
+    """The lookup others joined was cancelled by its own caller: each joiner looks up itself."""
+
+
 class _Flight:
-    """One lookup and how many callers still wait for it."""
+    """A lookup of one user that others may join until it sends its first read."""
 
-    task: asyncio.Task[list[Membership]]
-    callers: int = 0
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list[Membership]] = loop.create_future()
+        self.joiners = 0
 
-
-def _retrieved(flight: asyncio.Task[list[Membership]]) -> None:
-    """Mark a failed lookup's error as seen (its callers, if any are left, raise it themselves)."""
-    if not flight.cancelled():
-        flight.exception()
+    def settle(self, *, answer: list[Membership] | None = None, error: BaseException | None = None) -> None:
+        if not self.joiners:
+            return  # nobody to tell (and no "exception never retrieved" warning)
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            assert answer is not None
+            self.future.set_result(answer)
 
 
 def build_cache(settings: Settings) -> AsyncMembershipCache:
