@@ -3,8 +3,10 @@
 Each rule is one atomic step of one actor against the real Lua scripts (`cache.protocol`)
 on the session's private Redis, with Clerk played by the stand-in's in-memory model:
 
-- lookups, split as `MembershipCache` runs them: read the key; take the lease (or wait);
-  the Clerk read *starts* (it sees Clerk as it is at that step); the read *returns*; the fill;
+- lookups: the library's own lookup (`cache.read_path.ReadPath.memberships`, the program both
+  the sync and the async cache run), driven one effect at a time: read the key; take the lease
+  (or wait); the Clerk read *starts* (it sees Clerk as it is at that step); the read *returns*;
+  the fill;
 - the intake (`webhook.events.targets_for` + the record script) delivering any event Clerk
   has sent, late, reordered or duplicated;
 - drain jobs, split as `worker.refresher` runs them (take pending users; take leases;
@@ -46,9 +48,12 @@ from hypothesis.stateful import (
 from redis import Redis
 
 from cache import contract
-from cache.contract import CorruptValue, decode_memberships, membership_from_clerk, with_org_details
-from cache.membership_cache import fill_for
+from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
+from cache.effects import FetchMemberships, Program, RunScript, Sleep
+from cache.errors import ClerkNotFound
 from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, new_token
+from cache.read_path import ReadPath, fill_for
+from cache.sync_io import SyncIO
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.shapes import StandInError
 from devstack.signing import new_message_id
@@ -97,14 +102,15 @@ Details = tuple[str, str | None] | None  # (org name, slug), or the org is delet
 
 @dataclass
 class Lookup:
+    """A lookup in flight: the library's program, and the effect it waits on."""
+
     user: str
     started_at: int  # index of the step at which it started (events acknowledged before count)
-    stage: str = "get"  # get -> acquire -> clerk_start -> clerk_return -> fill -> done
-    token: str | None = None
-    store: bool = True
-    read: list[Any] | None = None
+    program: Program[list[Membership]]
+    effect: Any = None  # what the program asked for and has not been given yet
+    read: list[Any] | None = None  # Clerk's answer, captured when the read started (None: 404)
+    read_started: bool = False
     read_time_ms: int = 0
-    result: list[Any] | None = None
 
 
 @dataclass
@@ -129,6 +135,9 @@ class FreshnessModel(RuleBasedStateMachine):
         self.r = type(self).redis
         self.r.flushall()
         self.protocol = Protocol(self.r)
+        self.io = SyncIO(self.r)
+        # the library's lookup; a waiter answers from Clerk at once (as after its wait ran out)
+        self.read_path = ReadPath(ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0)
         self.clerk = Model()
         self.orgs: list[str] = []
         self.deleted_users: set[str] = set()
@@ -307,7 +316,8 @@ class FreshnessModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.lookups) < 3)
     @rule(user=st.sampled_from(USERS))
     def lookup_starts(self, user: str) -> None:
-        self.lookups.append(Lookup(user, self.step))
+        program = self.read_path.memberships(user)
+        self.lookups.append(Lookup(user, self.step, program, next(program)))  # nothing is sent yet
 
     @precondition(lambda self: bool(self.lookups) or bool(self.jobs))
     @rule(pick=st.integers(0, 10), steps=st.integers(1, 6))
@@ -329,43 +339,36 @@ class FreshnessModel(RuleBasedStateMachine):
                 self.lookup_step(actor)
 
     def lookup_step(self, lookup: Lookup) -> None:
-        user = lookup.user
-        if lookup.stage == "get":
-            raw = self.r.get(contract.user_orgs_key(user))
-            if raw is not None:
-                lookup.result, lookup.stage = decode_memberships(raw), "done"
+        """Carry out the effect the lookup waits on (one atomic step) and hand it the result."""
+        user, effect = lookup.user, lookup.effect
+        send: Any = None
+        error: BaseException | None = None
+        if isinstance(effect, FetchMemberships):
+            if not lookup.read_started:  # the Clerk read starts: it sees Clerk as it is now
+                lookup.read_started, lookup.read_time_ms = True, self.server_ms()
+                lookup.read = None if user in self.deleted_users else self.clerk.memberships_of(user)
+                return
+            if lookup.read is None:  # ... and returns
+                error = ClerkNotFound("Clerk does not know this resource (404)", 404)
             else:
-                lookup.stage = "acquire"
-        elif lookup.stage == "acquire":
-            lookup.token = new_token()
-            state, raw = self.protocol.acquire(user, lookup.token, LEASE_MS)
-            if state is Acquired.HIT:
-                lookup.result, lookup.stage = decode_memberships(raw), "done"
-            else:  # a lease, or another holds it: a waiter answers from Clerk without storing
-                lookup.store, lookup.stage = state is Acquired.LEASE, "clerk_start"
-        elif lookup.stage == "clerk_start":
-            lookup.read_time_ms = self.server_ms()
-            lookup.read = [] if user in self.deleted_users else self.clerk.memberships_of(user)
-            lookup.stage = "clerk_return"
-        elif lookup.stage == "clerk_return":
-            lookup.stage = "fill" if lookup.store else "done"
-            lookup.result = [membership_from_clerk(m) for m in lookup.read or []]
-            if user in self.deleted_users and lookup.store:  # Clerk answered 404: nothing is stored
-                assert lookup.token is not None
-                self.protocol.release(user, lookup.token)
-                lookup.stage = "done"
-        elif lookup.stage == "fill":
-            assert lookup.token is not None and lookup.result is not None
-            stored = self.protocol.fill(fill_for(user, lookup.token, lookup.result), TTL_S)
-            SEEN["a lookup stored" if stored else "a lookup's fill refused"] += 1
-            if stored:
-                self.provenance[user] = lookup.read_time_ms
-            lookup.stage = "done"
-        if lookup.stage == "done":
-            self.lookups.remove(lookup)
-            assert lookup.result is not None
-            problems = self.agrees(user, lookup.result, lookup.started_at)
-            assert not problems, f"a lookup returned state older than an acknowledged event: {problems}"
+                send = lookup.read
+        else:
+            send = self.io.do(effect)
+            if isinstance(effect, RunScript) and effect.name == "fill":
+                SEEN["a lookup stored" if send else "a lookup's fill refused"] += 1
+                if send:
+                    self.provenance[user] = lookup.read_time_ms
+        try:
+            lookup.effect = lookup.program.send(send) if error is None else lookup.program.throw(error)
+            lookup.read_started = False
+            while isinstance(lookup.effect, Sleep):  # a waiter's pause takes no step
+                lookup.effect = lookup.program.send(None)
+            return
+        except StopIteration as stop:
+            result = stop.value
+        self.lookups.remove(lookup)
+        problems = self.agrees(user, result, lookup.started_at)
+        assert not problems, f"a lookup returned state older than an acknowledged event: {problems}"
 
     # -- drain jobs, a step at a time -----------------------------------------------------------
 
