@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 
-from bench.stats import percentile
+from bench.stats import percentile, summarize
 from cache import MembershipCache
 from cache.aio import AsyncClerkBudget, AsyncClerkClient, AsyncMembershipCache
 from cache.budget import BudgetPolicy
@@ -53,27 +52,16 @@ async def hit(redis_url: str, clerk_url: str, user_id: str, n: int, reps: int) -
     async def baseline() -> object:
         return json.loads(await raw.get(key) or b"")
 
-    o50, o99, b50, b99 = [], [], [], []
+    repetitions = []
     for _ in range(reps):
         ours, base = [], []
         for _ in range(n):
             base.append(await _timed(baseline))
             ours.append(await _timed(lambda: cache.get_memberships(user_id)))
-        o50.append(percentile(ours, 50))
-        o99.append(percentile(ours, 99))
-        b50.append(percentile(base, 50))
-        b99.append(percentile(base, 99))
+        repetitions.append((ours, base))
     await cache.aclose()
     await raw.aclose()
-    result = {
-        "ours_p50_us": statistics.median(o50),
-        "ours_p99_us": statistics.median(o99),
-        "baseline_p50_us": statistics.median(b50),
-        "baseline_p99_us": statistics.median(b99),
-    }
-    result["ratio_p50"] = result["ours_p50_us"] / result["baseline_p50_us"]
-    result["ratio_p99"] = result["ours_p99_us"] / result["baseline_p99_us"]
-    return result
+    return summarize(repetitions)
 
 
 async def stampede(redis_url: str, clerk: ClerkStandIn, user_id: str, lookups: int = 1000) -> dict[str, Any]:

@@ -29,16 +29,23 @@ def p50_p99_over_reps(
 ) -> dict[str, float]:
     """Alternate the two call by call (so drift and noise hit both alike), in ``reps``
     repetitions, and take the median of each repetition's p50 and p99."""
-    o50, o99, b50, b99 = [], [], [], []
+    repetitions = []
     for _ in range(reps):
-        b, o = [], []
+        b: list[float] = []
+        o: list[float] = []
         for _ in range(n):
             b += timed(baseline, 1)
             o += timed(ours, 1)
-        b50.append(percentile(b, 50))
-        b99.append(percentile(b, 99))
-        o50.append(percentile(o, 50))
-        o99.append(percentile(o, 99))
+        repetitions.append((o, b))
+    return summarize(repetitions)
+
+
+def summarize(repetitions: Sequence[tuple[Sequence[float], Sequence[float]]]) -> dict[str, float]:
+    """Given (ours, baseline) timings per repetition: the median of each repetition's p50 and p99, and ratios."""
+    o50 = [percentile(o, 50) for o, _ in repetitions]
+    o99 = [percentile(o, 99) for o, _ in repetitions]
+    b50 = [percentile(b, 50) for _, b in repetitions]
+    b99 = [percentile(b, 99) for _, b in repetitions]
     result = {
         "ours_p50_us": statistics.median(o50),
         "ours_p99_us": statistics.median(o99),

@@ -7,7 +7,11 @@ client can run the very same files. `cache.protocol` says what each one is for.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from importlib import resources
+from typing import Generic, TypeVar
+
+S = TypeVar("S")
 
 SCRIPT_NAMES = (
     "acquire",
@@ -43,3 +47,19 @@ def script_text(name: str, unflagged: bool = False) -> str:
     """What to load for a `cache.effects.RunScript`: the file, or the file without its shebang flags."""
     source = script_source(name)
     return without_shebang(source) if unflagged else source
+
+
+class LoadedScripts(Generic[S]):
+    """The script objects of one client (redis-py's ``Script`` or ``AsyncScript``), registered on first use:
+    each then runs by SHA and is loaded again by redis-py if the server forgot it."""
+
+    def __init__(self, register: Callable[[str], S]) -> None:
+        self._register = register
+        self._scripts: dict[tuple[str, bool], S] = {}
+
+    def get(self, name: str, unflagged: bool = False) -> S:
+        key = (name, unflagged)
+        script = self._scripts.get(key)
+        if script is None:
+            script = self._scripts[key] = self._register(script_text(name, unflagged))
+        return script

@@ -28,7 +28,7 @@ from cache.effects import (
     RunScript,
     Sleep,
 )
-from cache.scripts import script_text
+from cache.scripts import LoadedScripts
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class SyncIO:
         self._session = session
         self._fetch = fetch
         self._sleep = sleep
-        self._scripts: dict[tuple[str, bool], Script] = {}
+        self._scripts: LoadedScripts[Script] | None = None
 
     def run(self, program: Program[T]) -> T:
         """Drive ``program`` to its end and return its answer (or raise what it raises)."""
@@ -99,11 +99,9 @@ class SyncIO:
         return self.redis
 
     def _script(self, effect: RunScript) -> Script:
-        key = (effect.name, effect.unflagged)
-        script = self._scripts.get(key)
-        if script is None:
-            script = self._scripts[key] = self._redis().register_script(script_text(*key))
-        return script
+        if self._scripts is None:
+            self._scripts = LoadedScripts(self._redis().register_script)
+        return self._scripts.get(effect.name, effect.unflagged)
 
     def _http_get(self, effect: HttpGet) -> HttpResponse:
         assert self._session is not None, "this runner has no HTTP session"

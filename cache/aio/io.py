@@ -28,7 +28,7 @@ from cache.effects import (
     RunScript,
     Sleep,
 )
-from cache.scripts import script_text
+from cache.scripts import LoadedScripts
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class AsyncIO:
         self.redis = redis
         self._http = http
         self._fetch = fetch
-        self._scripts: dict[tuple[str, bool], AsyncScript] = {}
+        self._scripts: LoadedScripts[AsyncScript] | None = None
 
     async def run(self, program: Program[T]) -> T:
         """Drive ``program`` to its end and return its answer (or raise what it raises)."""
@@ -97,11 +97,9 @@ class AsyncIO:
         return self.redis
 
     def _script(self, effect: RunScript) -> AsyncScript:
-        key = (effect.name, effect.unflagged)
-        script = self._scripts.get(key)
-        if script is None:
-            script = self._scripts[key] = self._redis().register_script(script_text(*key))
-        return script
+        if self._scripts is None:
+            self._scripts = LoadedScripts(self._redis().register_script)
+        return self._scripts.get(effect.name, effect.unflagged)
 
     async def _http_get(self, effect: HttpGet) -> HttpResponse:
         assert self._http is not None, "this runner has no HTTP client"
