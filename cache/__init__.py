@@ -4,7 +4,9 @@ App code calls the module-level functions, which use one process-wide
 `MembershipCache` built from the environment on first use (``REDIS_URL``,
 ``CLERK_SECRET_KEY``, ``CLERK_API_URL``, ``USER_ORGS_TTL_SECONDS``). Code that
 wants its own clients builds a `MembershipCache` and, optionally, installs it
-with `set_default_cache`.
+with `set_default_cache`. App code on asyncio uses `cache.aio` instead (the same
+cache over ``redis.asyncio`` and httpx); `cache.authz` checks org roles in Flask
+and FastAPI.
 """
 
 from __future__ import annotations
