@@ -28,7 +28,7 @@ from devstack.redis_topology import SentinelTopology
 from devstack.signing import signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.support import SIGNING_SECRET, make_cache, stack_env
+from tests.support import CLERK_KEY, SIGNING_SECRET, make_cache, stack_env
 
 USERS = [f"user_2fail{i:03d}" for i in range(88)]
 ORG_MEMBERS = 4
@@ -262,3 +262,40 @@ def test_a_worker_pointed_at_a_replica_waits_quietly_and_resumes_once_it_is_prom
             redis = replica.client(decode_responses=True)
             wait_until(lambda: "org:admin" in (redis.get(f"user-orgs:{ALICE}") or ""), 20, what="the worker")
             assert "Redis primary reachable again" in log_path.read_text()
+
+
+def test_the_async_api_reaches_the_primary_through_sentinel_and_waits_for_its_replicas(
+    topology: SentinelTopology, clerk: ClerkStandIn
+) -> None:
+    """cache.aio builds its client through Sentinel, and its invalidation sends WAIT like the sync one."""
+    import asyncio
+
+    from cache import NotReplicated
+    from cache.aio import AsyncClerkClient, AsyncMembershipCache
+    from cache.connections import async_cache_redis
+    from cache.durability import ReplicaWait, WaitPolicy
+    from tests.support import ALICE, orgs_with_member
+
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    primary = Redis.from_url(topology.primary.url)
+
+    async def scenario() -> None:
+        cache = AsyncMembershipCache(
+            async_cache_redis(target),
+            AsyncClerkClient(CLERK_KEY, clerk.url),
+            durable=ReplicaWait(WaitPolicy(replicas=None, timeout_ms=200, under_sentinel=True)),
+        )
+        assert [m.organization_id for m in await cache.get_memberships(ALICE)] == [acme]
+        assert primary.exists(f"user-orgs:{ALICE}") == 1  # stored on the primary the sentinels name
+        await cache.invalidate(ALICE)  # both replicas acknowledge: no error
+        await cache.get_memberships(ALICE)
+        for replica in topology.replicas:
+            replica.client_pause(1500, "WRITE")
+        with pytest.raises(NotReplicated, match="0 of 2"):
+            await cache.invalidate(ALICE)
+        assert primary.exists(f"user-orgs:{ALICE}") == 0  # the invalidation stands on the primary meanwhile
+        await cache.aclose()
+
+    asyncio.run(scenario())
+    primary.close()

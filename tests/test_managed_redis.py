@@ -3,18 +3,21 @@ and a server that refuses Lua shebang flags (as some managed services do)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from cache.aio import AsyncClerkClient, AsyncMembershipCache
+from cache.connections import async_cache_redis
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer, find_redis_server, make_tls_files
 from devstack.signing import signed_event
 from devstack.stack import LocalStack
 from devstack.waiting import wait_until
-from tests.support import ALICE, SIGNING_SECRET, make_cache, orgs_with_member, stack_env, stored
+from tests.support import ALICE, CLERK_KEY, SIGNING_SECRET, make_cache, orgs_with_member, stack_env, stored
 
 
 def redis_6_binary() -> str:
@@ -60,4 +63,24 @@ def test_the_stack_runs_unchanged_on_it(unusual_redis: RedisServer, clerk: Clerk
         assert text.count("Redis settings not checked") == 2, text[-2000:]
     if unusual_redis.binary != find_redis_server():
         assert text.count("refused the record script's shebang flags") == 1, text[-2000:]
+    redis.close()
+
+
+def test_the_async_api_runs_on_it(unusual_redis: RedisServer, clerk: ClerkStandIn) -> None:
+    """cache.aio over TLS only, without CONFIG, and on a server that refuses the record script's flags."""
+    acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex")
+    redis = unusual_redis.client(decode_responses=True)
+
+    async def scenario() -> None:
+        cache = AsyncMembershipCache(async_cache_redis(unusual_redis.url), AsyncClerkClient(CLERK_KEY, clerk.url))
+        assert {m.organization_id for m in await cache.get_memberships(ALICE)} == {acme, globex}
+        assert {m["organizationId"] for m in stored(redis, ALICE)} == {acme, globex}
+        await cache.invalidate(ALICE)  # the record script, with its shebang flags or without
+        assert stored(redis, ALICE) is None
+        clerk.remove_membership(ALICE, acme)
+        assert [m.organization_id for m in await cache.get_memberships(ALICE)] == [globex]
+        assert cache.stats.snapshot()["redis_fallbacks"] == 0
+        await cache.aclose()
+
+    asyncio.run(scenario())
     redis.close()
