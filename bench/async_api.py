@@ -29,10 +29,10 @@ from tests.support import CLERK_KEY
 TICK_S = 0.001
 
 
-def async_cache(redis_url: str, clerk_url: str) -> AsyncMembershipCache:
+def async_cache(redis_url: str, clerk_url: str, budget: BudgetPolicy | None = None) -> AsyncMembershipCache:
     """As `cache.aio.build_cache` builds it: each Clerk call first takes the fleet's budget."""
     redis = async_cache_redis(redis_url)
-    clerk = AsyncClerkClient(CLERK_KEY, clerk_url, budget=AsyncClerkBudget(redis, BudgetPolicy()))
+    clerk = AsyncClerkClient(CLERK_KEY, clerk_url, budget=AsyncClerkBudget(redis, budget or BudgetPolicy()))
     return AsyncMembershipCache(redis, clerk)
 
 
@@ -106,11 +106,12 @@ async def loop_lag(
     """The same storm twice: the async API, then the sync API called from the loop (the baseline: at most
     100 misses, which at Clerk's 60 ms already stall the loop for seconds)."""
     half = len(users) // 2
-    cache = async_cache(redis_url, clerk_url)
-    errors = 0
+    # the budget lifted (as in the drain rows): 1,000 misses in 5 s are more than Clerk's limit allows, and
+    # lookups refused for budget would measure the budget, not the loop
+    cache = async_cache(redis_url, clerk_url, BudgetPolicy(limit=100_000))
+    errors: list[int] = []
 
     async def storm(lookup: Callable[[str], Coroutine[Any, Any, object]], cold: list[str]) -> None:
-        nonlocal errors
         tasks = []
         started = time.perf_counter()
         for i, user_id in enumerate(cold):  # a steady arrival rate, as requests reach a server
@@ -119,7 +120,7 @@ async def loop_lag(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(lookup(user_id)))
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        errors += sum(1 for o in outcomes if isinstance(o, BaseException))
+        errors.append(sum(1 for o in outcomes if isinstance(o, BaseException)))
 
     async def blocking(user_id: str) -> object:
         return sync_cache.get_memberships(user_id)  # what calling the sync API from a coroutine does
@@ -135,7 +136,8 @@ async def loop_lag(
         "async_max_ms": ours["max_ms"],
         "sync_p99_ms": base["p99_ms"],
         "sync_max_ms": base["max_ms"],
-        "errors": errors,
+        "async_errors": errors[0],
+        "sync_errors": errors[1],
     }
 
 
@@ -149,5 +151,5 @@ def async_lines(r: dict[str, Any]) -> list[str]:
         f"event-loop lag during {lag['misses']} misses at {lag['per_second']:.0f}/s (Clerk 60 ms): async API "
         f"p99 {lag['async_p99_ms']:.2f} ms (max {lag['async_max_ms']:.1f}) vs sync API from the loop "
         f"({lag['sync_misses']} misses) p99 {lag['sync_p99_ms']:.1f} ms (max {lag['sync_max_ms']:.1f}); "
-        f"goal < 5 ms; {lag['errors']} errors",
+        f"goal < 5 ms; errors {lag['async_errors']} (async), {lag['sync_errors']} (sync)",
     ]
