@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 from redis import Redis
 
-from cache.breaker import RedisBreaker
 from cache.clerk import ClerkClient
 from cache.contract import Membership
-from cache.durability import ReplicaWait
 from cache.protocol import Target
-from cache.read_path import CacheStats, ReadPath, fill_for, memberships_from_clerk
+from cache.read_path import CacheFront, CacheStats, ReadPathOptions, fill_for, memberships_from_clerk
 from cache.sync_io import SyncIO
 
 __all__ = ["CacheStats", "MembershipCache", "fetch_memberships", "fill_for"]
 
 
-class MembershipCache:
+class MembershipCache(CacheFront):
     """Answers "which orgs is this user in, with which role?" from Redis, else Clerk.
 
     Build one per process with injected clients; ``redis`` should be a fail-fast
-    client such as `cache.connections.cache_redis`.
+    client such as `cache.connections.cache_redis`. Options (`ReadPathOptions`):
+    ``ttl_seconds`` (300), ``lease_ms`` (15,000), ``fill_wait_s`` (2.0), ``breaker``,
+    ``durable`` (a `ReplicaWait` for invalidations).
     """
 
     def __init__(
@@ -34,31 +35,13 @@ class MembershipCache:
         redis: Redis,
         clerk: ClerkClient,
         *,
-        ttl_seconds: int = 300,
-        lease_ms: int = 15_000,
-        fill_wait_s: float = 2.0,
-        breaker: RedisBreaker | None = None,
-        durable: ReplicaWait | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        **options: Unpack[ReadPathOptions],
     ) -> None:
+        super().__init__(**options)
         self.redis = redis
         self.clerk = clerk
-        self.read_path = ReadPath(
-            ttl_seconds=ttl_seconds, lease_ms=lease_ms, fill_wait_s=fill_wait_s, breaker=breaker, durable=durable
-        )
         self._io = SyncIO(redis, fetch=clerk.list_user_memberships, sleep=sleep)
-
-    @property
-    def stats(self) -> CacheStats:
-        return self.read_path.stats
-
-    @property
-    def breaker(self) -> RedisBreaker:
-        return self.read_path.breaker
-
-    @property
-    def ttl_seconds(self) -> int:
-        return self.read_path.ttl_seconds
 
     def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""

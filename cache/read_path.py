@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -95,6 +95,16 @@ _PROMETHEUS: dict[str, tuple[Counter, str]] = {
     "waits": (SINGLE_FLIGHT_WAITS, "waited"),
     "wait_fallbacks": (SINGLE_FLIGHT_WAITS, "fell_back_to_clerk"),
 }
+
+
+class ReadPathOptions(TypedDict, total=False):
+    """What a cache passes on to its `ReadPath` (both caches take these as keyword arguments)."""
+
+    ttl_seconds: int
+    lease_ms: int
+    fill_wait_s: float
+    breaker: RedisBreaker | None
+    durable: ReplicaWait | None
 
 
 class ReadPath:
@@ -258,3 +268,22 @@ def memberships_from_clerk(raw: list[dict[str, Any]]) -> list[Membership]:
 def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
     """The FILL that stores ``memberships`` under ``token``'s lease."""
     return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
+
+
+class CacheFront:
+    """What the sync and the async cache share: their `ReadPath` and what it counts."""
+
+    def __init__(self, **options: Unpack[ReadPathOptions]) -> None:
+        self.read_path = ReadPath(**options)
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.read_path.stats
+
+    @property
+    def breaker(self) -> RedisBreaker:
+        return self.read_path.breaker
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self.read_path.ttl_seconds

@@ -18,7 +18,7 @@ cache per event loop; its clients belong to that loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Unpack
 
 try:
     import httpx
@@ -27,14 +27,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from redis.asyncio import Redis
 
 from cache.aio.io import AsyncIO
-from cache.breaker import RedisBreaker
 from cache.budget import BudgetPolicy, BudgetRules, Priority
 from cache.clerk import ClerkReads
 from cache.config import Settings
 from cache.connections import RedisTarget, async_cache_redis
 from cache.contract import Membership, check_org_id, check_user_id
 from cache.durability import ReplicaWait, WaitPolicy
-from cache.read_path import CacheStats, ReadPath, membership_in
+from cache.read_path import CacheFront, ReadPathOptions, membership_in
 
 __all__ = [
     "AsyncClerkBudget",
@@ -84,39 +83,19 @@ class AsyncClerkClient(ClerkReads):
         await self.http.aclose()
 
 
-class AsyncMembershipCache:
+class AsyncMembershipCache(CacheFront):
     """Answers "which orgs is this user in, with which role?" from Redis, else Clerk, on asyncio.
 
     Build one per event loop with injected clients; ``redis`` should be a fail-fast
-    client such as `cache.connections.async_cache_redis`.
+    client such as `cache.connections.async_cache_redis`. Options as `cache.MembershipCache`'s.
     """
 
-    def __init__(
-        self,
-        redis: Redis,
-        clerk: AsyncClerkClient,
-        *,
-        ttl_seconds: int = 300,
-        lease_ms: int = 15_000,
-        fill_wait_s: float = 2.0,
-        breaker: RedisBreaker | None = None,
-        durable: ReplicaWait | None = None,
-    ) -> None:
+    def __init__(self, redis: Redis, clerk: AsyncClerkClient, **options: Unpack[ReadPathOptions]) -> None:
+        super().__init__(**options)
         self.redis = redis
         self.clerk = clerk
-        self.read_path = ReadPath(
-            ttl_seconds=ttl_seconds, lease_ms=lease_ms, fill_wait_s=fill_wait_s, breaker=breaker, durable=durable
-        )
         self._io = AsyncIO(redis, fetch=clerk.list_user_memberships)
         self._forming: dict[str, _Flight] = {}  # lookups not yet sent, by user
-
-    @property
-    def stats(self) -> CacheStats:
-        return self.read_path.stats
-
-    @property
-    def breaker(self) -> RedisBreaker:
-        return self.read_path.breaker
 
     async def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
