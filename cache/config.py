@@ -154,6 +154,10 @@ def _http_url(raw: str, name: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, "must be an http(s) URL such as https://api.clerk.com")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(name, "has an invalid port") from None
     return raw.rstrip("/")
 
 

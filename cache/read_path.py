@@ -189,6 +189,11 @@ class ReadPath:
             except RedisError:
                 self.breaker.record_failure()
                 return (yield from self._fallback(user_id))
+            except GeneratorExit:
+                raise
+            except BaseException:  # the caller gave up while the reply was on its way: the lease may be ours
+                yield from self._release_quietly(user_id, token)
+                raise
             if state is Acquired.HIT:
                 try:
                     return decode_memberships(raw)
@@ -226,6 +231,11 @@ class ReadPath:
         except RedisError:
             self.breaker.record_failure()
             return memberships
+        except GeneratorExit:
+            raise
+        except BaseException:  # gave up before the FILL's reply: if it did not run, the lease is still ours
+            yield from self._release_quietly(user_id, token)
+            raise
         self.stats.add("fills" if stored else "fills_refused")
         return memberships
 

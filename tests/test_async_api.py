@@ -14,6 +14,9 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 import cache.aio as cache_aio
+from cache import Membership
+from cache.effects import FetchMemberships, RunScript
+from cache.sync_io import SyncIO
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from tests.read_apis import Kind, ReadApi
@@ -121,3 +124,55 @@ def test_module_functions_build_a_cache_per_event_loop_from_the_environment(
     finally:
         cache_aio.set_default_cache(None)
     assert clerk.call_count() == 3  # the first lookup of each loop, and each read after an invalidation
+
+
+def test_joiners_get_their_own_answer_whatever_the_first_caller_does_with_its_list(
+    async_api: ReadApi, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """Found in review: the leader's list was handed to the joiners, so a caller that appended to its
+    result (say, a synthetic admin membership) changed what the others were told."""
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    forged = Membership("org_2forged", "forged", "Forged", None, "org:admin")
+
+    async def two_requests() -> list[str]:
+        async def careless() -> None:
+            mine = await async_api.cache.get_memberships(ALICE)
+            mine.append(forged)
+
+        async def other() -> list[str]:
+            return [m.organization_id for m in await async_api.cache.get_memberships(ALICE)]
+
+        _, seen = await asyncio.gather(careless(), other())
+        return seen
+
+    assert async_api._run(two_requests()) == [acme]  # type: ignore[attr-defined]
+    assert async_api.stats.snapshot()["coalesced"] == 1
+
+
+@pytest.mark.parametrize("step", ["acquire", "fill"])
+def test_a_lookup_abandoned_while_a_reply_is_on_its_way_leaves_no_lease(
+    async_api: ReadApi, redis: Redis, clerk: ClerkStandIn, step: str
+) -> None:
+    """Found in review: a caller cancelled while ACQUIRE's (or FILL's) reply was on its way left the lease
+    the script had granted (or a FILL that never ran left the lease), and every lookup of the user
+    waited 2 s for 15 s. Driven here a step at a time, as a runner does, on the real Redis: the
+    caller's cancellation arrives instead of the reply."""
+    orgs_with_member(clerk, ALICE, "Acme")
+    io = SyncIO(redis)
+    program = async_api.cache.read_path.memberships(ALICE)
+    effect = next(program)
+    while not (isinstance(effect, RunScript) and effect.name == step):
+        if isinstance(effect, FetchMemberships):
+            effect = program.send(clerk.memberships_of(ALICE))
+        else:
+            effect = program.send(io.do(effect))
+    if step == "acquire":
+        io.do(effect)  # the script ran and granted the lease ...
+    # ... (or, for the FILL, never ran: the lease still stands) but the caller gave up before the reply
+    assert held_leases(redis) == [ALICE]
+    effect = program.throw(asyncio.CancelledError())
+    assert isinstance(effect, RunScript) and effect.name == "release"
+    io.do(effect)
+    with pytest.raises(asyncio.CancelledError):
+        program.send(None)
+    assert held_leases(redis) == []

@@ -197,3 +197,13 @@ def test_clerk_key_never_appears_in_errors(api: ReadApi, clerk: ClerkStandIn) ->
     with pytest.raises(ClerkUnavailable) as info:
         api.get_memberships(ALICE)
     assert CLERK_KEY not in str(info.value) and CLERK_KEY not in repr(api.cache.clerk)
+
+
+def test_an_unusable_clerk_url_is_clerk_unavailable_in_both_apis(
+    open_api: Callable[..., ReadApi], redis_server: RedisServer, redis: Redis
+) -> None:
+    """Found in review: the async client let a raw ExceptionGroup(OverflowError) out for a port past 65535."""
+    broken = open_api(redis_server.url, "http://127.0.0.1:99999", max_attempts=1)
+    with pytest.raises(ClerkUnavailable, match="Clerk unreachable"):
+        broken.get_memberships(ALICE)
+    assert cached_users(redis) == [] and held_leases(redis) == []

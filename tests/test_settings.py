@@ -93,3 +93,12 @@ def test_sentinel_settings_come_in_pairs(given: dict[str, str], missing: str) ->
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"worker: {missing}: is not set")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "https://api.clerk.com:port"])
+def test_a_clerk_url_with_an_impossible_port_is_refused_at_start_up(url: str) -> None:
+    """Found in review: the async client failed on it with an error outside our hierarchy, per lookup."""
+    from cache.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^CLERK_API_URL: has an invalid port$"):
+        Settings.from_env({**GOOD, "CLERK_API_URL": url}, process="library")

@@ -119,7 +119,7 @@ class AsyncMembershipCache(CacheFront):
         except BaseException as exc:
             flight.settle(error=exc)  # a Clerk error is their answer too: they joined before any read
             raise
-        flight.settle(answer=answer)
+        flight.settle(answer=list(answer))  # a copy: the leader's caller may change its own list
         return answer
 
     async def _join(self, flight: _Flight, user_id: str) -> list[Membership]:
@@ -188,26 +188,33 @@ def build_cache(settings: Settings) -> AsyncMembershipCache:
     )
 
 
-_default: tuple[asyncio.AbstractEventLoop | None, AsyncMembershipCache] | None = None
+_installed: AsyncMembershipCache | None = None
+_built: dict[int, tuple[asyncio.AbstractEventLoop, AsyncMembershipCache]] = {}  # by id(loop)
 
 
 def default_cache() -> AsyncMembershipCache:
-    """The cache of the running event loop, built from the environment on first use there.
-
-    A cache installed with `set_default_cache` serves every loop; otherwise a new loop (a
-    new test, a restarted app) gets a cache of its own, since asyncio clients belong to one loop.
-    """
-    global _default
+    """The cache `set_default_cache` installed, else this event loop's own, built from the environment on
+    first use here (asyncio clients belong to one loop: each running loop gets its own)."""
+    if _installed is not None:
+        return _installed
     loop = asyncio.get_running_loop()
-    if _default is None or _default[0] not in (None, loop):
-        _default = (loop, build_cache(Settings.from_env(process="library")))
-    return _default[1]
+    for key, (other, _) in list(_built.items()):
+        if other.is_closed():
+            del _built[key]  # its loop is gone, and its clients with it
+    entry = _built.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        entry = _built[id(loop)] = (loop, build_cache(Settings.from_env(process="library")))
+    return entry[1]
 
 
 def set_default_cache(cache: AsyncMembershipCache | None) -> None:
-    """Install ``cache`` for the module-level functions (None: build from env on next use)."""
-    global _default
-    _default = None if cache is None else (None, cache)
+    """Install ``cache`` for the module-level functions (None: each loop builds its own from the environment).
+
+    Its clients belong to the event loop that first uses them: install one per loop (e.g. in the app's
+    lifespan), not one for several loops.
+    """
+    global _installed
+    _installed = cache
 
 
 async def get_cached_user_org_memberships(user_id: str) -> list[Membership]:

@@ -110,6 +110,8 @@ class AsyncIO:
                 headers=dict(effect.headers),
                 timeout=httpx.Timeout(effect.read_timeout_s, connect=effect.connect_timeout_s),
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError, ExceptionGroup) as exc:
+            # everything the call itself can fail with (anyio may group a socket error), as requests'
+            # RequestException covers it in the sync runner
             raise HttpFailed(type(exc).__name__) from exc
         return HttpResponse(response.status_code, response.content, response.headers.get("Retry-After"))
