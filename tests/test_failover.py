@@ -76,6 +76,30 @@ class Lookups:
 def test_no_acknowledged_revocation_is_lost_in_a_failover(
     topology: SentinelTopology, clerk: ClerkStandIn, tmp_path: Path, wait: str, capsys: Any
 ) -> None:
+    lost = failover_under_events(topology, clerk, tmp_path, wait, capsys)
+    if wait == "auto":
+        return  # its assertions ran with the stack up: nothing lost, no lookup error, the stack carries on
+    # The control: without WAIT the same failover must lose acknowledged revocations, or this test could not
+    # see a loss. Once in a while a failover loses nothing anyway (the replicas got the writes after all);
+    # that run proves nothing either way, so the control is repeated on a new deployment, up to 3 times.
+    attempts = [lost]
+    while lost == 0 and len(attempts) < 3:
+        again = tmp_path / f"again-{len(attempts)}"
+        again.mkdir()
+        with (
+            SentinelTopology(replicas=2, sentinels=3, failover_timeout_ms=2000) as fresh_topology,
+            ClerkStandIn(secret_key=CLERK_KEY) as fresh_clerk,
+        ):
+            lost = failover_under_events(fresh_topology, fresh_clerk, again, wait, capsys)
+        attempts.append(lost)
+    assert lost > 0, f"WAIT off lost nothing in {len(attempts)} failovers: the test could not see a lost revocation"
+
+
+def failover_under_events(
+    topology: SentinelTopology, clerk: ClerkStandIn, tmp_path: Path, wait: str, capsys: Any
+) -> int:
+    """Revoking events sent to the real stack while the primary is killed and Sentinel fails over; with
+    ``wait="auto"`` it asserts that none is lost. Returns how many acknowledged revocations were lost."""
     secret = SIGNING_SECRET
     sentinels = ",".join(f"{h}:{p}" for h, p in topology.sentinels)
     acme = clerk.create_org("Acme")["data"]["id"]
@@ -208,9 +232,8 @@ def test_no_acknowledged_revocation_is_lost_in_a_failover(
             late = Delivery(body, headers, [])
             wait_until(lambda: deliver(late), 20, what="an event acknowledged after the rejoin", poll_s=0.2)
             assert new_primary.info("replication")["connected_slaves"] == 2
-        else:
-            assert stale_events > 0, "WAIT off lost nothing: the test could not see a lost revocation"
         new_primary.close()
+    return stale_events
 
 
 def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
