@@ -267,10 +267,6 @@ class Protocol:
         self._io = SyncIO(redis)
         self.support = ScriptSupport()
 
-    @property
-    def shebang_refused(self) -> bool:
-        return self.support.shebang_refused
-
     def _run(self, call: RunScript) -> Any:
         return self._io.do(call)
 
