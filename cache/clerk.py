@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import requests
 
@@ -24,6 +24,17 @@ from cache.sync_io import SyncIO
 
 PAGE_LIMIT = 500  # Clerk's maximum page size
 MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop
+
+
+class ClerkOptions(TypedDict, total=False):
+    """`ClerkReads`'s tuning, as both clients take it (keyword arguments)."""
+
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_attempts: int
+    retry_budget_s: float
+    max_retry_after_s: float
+    priority: Priority
 
 
 class ClerkReads:
@@ -162,7 +173,7 @@ class ClerkClient(ClerkReads):
         session: requests.Session | None = None,
         budget: ClerkBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        **options: Any,
+        **options: Unpack[ClerkOptions],
     ) -> None:
         super().__init__(secret_key, api_url, budget=budget, **options)
         self._io = SyncIO(budget.redis if budget else None, session=session or requests.Session(), sleep=sleep)

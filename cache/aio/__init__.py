@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from cache.aio.io import AsyncIO
 from cache.budget import BudgetPolicy, BudgetRules, Priority
-from cache.clerk import ClerkReads
+from cache.clerk import ClerkOptions, ClerkReads
 from cache.config import Settings
 from cache.connections import RedisTarget, async_cache_redis
 from cache.contract import Membership, check_org_id, check_user_id
@@ -66,7 +66,7 @@ class AsyncClerkClient(ClerkReads):
         *,
         http: httpx.AsyncClient | None = None,
         budget: AsyncClerkBudget | None = None,
-        **options: Any,
+        **options: Unpack[ClerkOptions],
     ) -> None:
         super().__init__(secret_key, api_url, budget=budget, **options)
         self.http = http or httpx.AsyncClient()
