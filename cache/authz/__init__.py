@@ -164,8 +164,10 @@ class RequestMemo:
     """One request's membership lookups, so ten checks in one request cost one lookup.
 
     A failure is remembered too: the request's other checks answer 503 at once
-    instead of waiting out Clerk's retries again. Keep one per request (``flask.g``,
-    ``request.state``): across requests, staleness is the cache's business.
+    instead of waiting out Clerk's retries again. Keep exactly one per request, in
+    state that dies with it (the adapters use the WSGI environ and the ASGI scope;
+    never ``flask.g``, which an app context pushed at import shares between
+    requests): a memo that outlives its request answers from before a revocation.
     """
 
     def __init__(self) -> None:

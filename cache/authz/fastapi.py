@@ -16,8 +16,12 @@ A refusal raises `OrgAccessDenied`, an ``HTTPException`` with the status
 answers it as ``{"detail": <message>}``; `add_denied_handler` makes it the project's
 ``{"error": <code>, "message": <text>}``, as the Flask adapter answers.
 
-Lookups are remembered in ``request.state`` for the request, so several dependencies
-and `check_org_role` calls in one request cost one lookup.
+Lookups are remembered for the request, so several dependencies and `check_org_role`
+calls in one request cost one lookup. The memo lives in the request's ASGI scope,
+which the ASGI spec makes new for every HTTP request. Not in ``request.state``: that
+is ``scope["state"]``, which servers fill with a shallow copy of the lifespan's state,
+so whether it is per request depends on the server and on what the lifespan yields.
+Nothing here outlives the request.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from cache.contract import Membership
 
 __all__ = ["OrgAccessDenied", "OrgRole", "add_denied_handler", "check_org_role"]
 
-_MEMO = "clerk_org_cache_authz_memo"
+_MEMO = "clerk_org_cache.authz.memo"  # a key of the request's ASGI scope
 
 
 class OrgAccessDenied(HTTPException):
@@ -98,9 +102,7 @@ async def _default_lookup(user_id: str) -> list[Membership]:
 
 
 def _memo(request: Request) -> RequestMemo:
-    memo = getattr(request.state, _MEMO, None)
-    if memo is None:
-        memo = RequestMemo()
-        setattr(request.state, _MEMO, memo)
-    assert isinstance(memo, RequestMemo)
+    memo = request.scope.get(_MEMO)
+    if not isinstance(memo, RequestMemo):
+        memo = request.scope[_MEMO] = RequestMemo()
     return memo

@@ -6,10 +6,17 @@ a callable the app provides: verifying Clerk's session token stays the app's job
 ``{"error": <code>, "message": <text>}`` with the status `cache.authz` documents
 (401, 404, 403, or 503 when the lookup fails); the view then does not run.
 
-Lookups are remembered in ``flask.g`` for the request, so stacked decorators and
-`check_org_role` calls in one request cost one lookup. The view reads the membership
-the check resolved with `current_membership` (use its ``organization_id``, not the
-URL's value, which may be a slug).
+Lookups are remembered for the request, so stacked decorators and `check_org_role`
+calls in one request cost one lookup. The view reads the membership the check
+resolved with `current_membership` (use its ``organization_id``, not the URL's value,
+which may be a slug).
+
+Both live in the request's WSGI environ, never in ``flask.g``: ``g`` belongs to the
+app context, and an app that pushes one at import (``app.app_context().push()``
+before ``db.create_all()``) has Flask reuse it for every request of the thread, so a
+memo there would answer a demoted admin's later requests from before the 2xx. The
+environ is a new dict for each request (PEP 3333), whatever the server or the
+contexts, so nothing here outlives the request.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from flask import Response, g, jsonify, request
+from flask import Response, has_request_context, jsonify, request
 
 from cache import get_cached_user_org_memberships
 from cache.authz import Denied, Lookup, RequestMemo, allowed_roles, authorize
@@ -30,8 +37,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 UserCallable = Callable[[], str | None]
 
-_MEMO = "clerk_org_cache_authz_memo"
-_MEMBERSHIP = "org_membership"
+# keys of the request's WSGI environ (a server's own keys have a dotted prefix too, as PEP 3333 asks)
+_MEMO = "clerk_org_cache.authz.memo"
+_MEMBERSHIP = "clerk_org_cache.authz.membership"
 
 
 def require_org_role(
@@ -72,14 +80,19 @@ def check_org_role(
     Register `denied_response` for Denied (``app.register_error_handler``) to answer
     it as the decorator does.
     """
-    membership = authorize(_memo(), user(), org_ref, roles, memberships)
-    setattr(g, _MEMBERSHIP, membership)
+    environ = _request_environ()
+    membership = authorize(_memo(environ), user(), org_ref, roles, memberships)
+    environ[_MEMBERSHIP] = membership
     return membership
 
 
 def current_membership() -> Membership:
-    """The membership the last check of this request resolved."""
-    membership = g.get(_MEMBERSHIP)
+    """The membership the last passed check of this request resolved.
+
+    Raises RuntimeError when no check has passed in this request (an unguarded view),
+    or outside a request: never another request's membership.
+    """
+    membership = _request_environ().get(_MEMBERSHIP)
     if not isinstance(membership, Membership):
         raise RuntimeError("no org check has passed in this request (use @require_org_role)")
     return membership
@@ -100,10 +113,16 @@ def _route_org(org_param: str) -> object:
     return values[org_param]
 
 
-def _memo() -> RequestMemo:
-    memo = g.get(_MEMO)
-    if memo is None:
-        memo = RequestMemo()
-        setattr(g, _MEMO, memo)
-    assert isinstance(memo, RequestMemo)
+def _request_environ() -> dict[str, object]:
+    """The WSGI environ of the request being handled: state that lives exactly as long as it."""
+    if not has_request_context():
+        raise RuntimeError("cache.authz.flask works inside a request only (no request is being handled)")
+    environ: dict[str, object] = request.environ
+    return environ
+
+
+def _memo(environ: dict[str, object]) -> RequestMemo:
+    memo = environ.get(_MEMO)
+    if not isinstance(memo, RequestMemo):
+        memo = environ[_MEMO] = RequestMemo()
     return memo
