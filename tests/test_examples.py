@@ -1,6 +1,6 @@
 """The example apps, each through its framework's own test client, as a browser would use them: real RS256
-session tokens signed with a key pair made here (as a Clerk instance holds one; the apps get only its PEM
-public key), against the session's private Redis and the Clerk stand-in with its sample users and orgs."""
+session tokens (tests/sessions.py), against the session's private Redis and the Clerk stand-in with its
+sample users and orgs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from redis import Redis
 
@@ -23,32 +20,11 @@ from devstack.clerk_standin import SAMPLE_ORG_IDS, SAMPLE_USER_IDS, ClerkStandIn
 from devstack.redis_server import RedisServer
 from examples import fastapi_app, flask_app
 from examples.clerk_session import SessionVerifier
+from tests.sessions import ORIGIN, OTHER_KEY, PUBLIC_PEM, session_token
 from tests.support import CLERK_KEY
 
-ORIGIN = "http://localhost:3000"  # the app's own frontend: the only authorized party
 ACME = SAMPLE_ORG_IDS["acme"]  # alice admin, bob member, carol org:billing
 ALICE, BOB, CAROL = SAMPLE_USER_IDS["alice"], SAMPLE_USER_IDS["bob"], SAMPLE_USER_IDS["carol"]
-
-INSTANCE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PUBLIC_PEM = INSTANCE_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def session_token(user_id: str, *, key: rsa.RSAPrivateKey = INSTANCE_KEY, **overrides: Any) -> str:
-    """A session token shaped as Clerk mints them (a claim set to None is left out)."""
-    now = int(time.time())
-    claims = {
-        "sub": user_id,
-        "sid": "sess_2example",
-        "iss": "https://example.clerk.accounts.dev",
-        "azp": ORIGIN,
-        "iat": now,
-        "nbf": now - 10,
-        "exp": now + 60,
-        **overrides,
-    }
-    payload = {name: value for name, value in claims.items() if value is not None}
-    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": "ins_2example"})
 
 
 @dataclass(frozen=True)
@@ -138,6 +114,14 @@ def test_the_session_cookie_works_as_the_header_does(get: Get) -> None:
         pytest.param(session_token(ALICE, exp=None), id="without-exp"),
         pytest.param(session_token(ALICE, key=OTHER_KEY), id="signed-by-another-key"),
         pytest.param(session_token(ALICE, azp="https://evil.example"), id="minted-for-another-origin"),
+        pytest.param(session_token(ALICE, azp=None), id="no-azp-while-authorized-parties-are-set"),
+        pytest.param(session_token(ALICE, azp=[ORIGIN]), id="azp-not-a-string"),
+        pytest.param(session_token(ALICE, typ="at+jwt"), id="an-oauth-access-token"),
+        pytest.param(session_token(ALICE, typ="jwt"), id="typ-not-exactly-JWT"),
+        pytest.param(session_token(ALICE, sid=None), id="without-sid"),
+        pytest.param(session_token(ALICE, sid=""), id="empty-sid"),
+        pytest.param(session_token(ALICE, sts="pending"), id="a-pending-session"),
+        pytest.param(session_token(ALICE, sub=None), id="without-sub"),
         pytest.param("not.a.jwt", id="garbage"),
     ],
 )
@@ -146,6 +130,35 @@ def test_no_valid_session_is_401_without_a_lookup(get: Get, clerk: ClerkStandIn,
 
     assert answer == Answer(401, {"error": "unauthenticated", "message": "sign in first"})
     assert clerk.call_count("/v1/users/") == 0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(session_token(ALICE, typ=None), id="no-typ-in-the-header"),
+        pytest.param(session_token(ALICE, sts="active"), id="an-active-session"),
+    ],
+)
+def test_what_clerk_s_sdks_accept_is_accepted(get: Get, token: str) -> None:
+    assert get("/orgs/acme/settings", token).status == 200
+
+
+def test_a_pending_session_is_signed_out_unless_the_app_lets_it_in() -> None:
+    pending = session_token(ALICE, sts="pending")
+    by_default = SessionVerifier.from_env({"CLERK_JWT_KEY": PUBLIC_PEM})
+    let_in = SessionVerifier.from_env({"CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_TREAT_PENDING_AS_SIGNED_OUT": "false"})
+
+    assert by_default.user_id(f"Bearer {pending}", None) is None
+    assert let_in.user_id(f"Bearer {pending}", None) == ALICE
+    assert let_in.user_id(f"Bearer {session_token(ALICE, sid=None, sts='pending')}", None) is None
+
+
+def test_without_authorized_parties_a_token_without_azp_is_accepted() -> None:
+    """Clerk documents the azp check as optional: it is made only when the app names its origins."""
+    verifier = SessionVerifier.from_env({"CLERK_JWT_KEY": PUBLIC_PEM})
+
+    assert verifier.user_id(f"Bearer {session_token(ALICE, azp=None)}", None) == ALICE
+    assert verifier.user_id(f"Bearer {session_token(ALICE, azp='https://any.example')}", None) == ALICE
 
 
 @pytest.mark.parametrize("framework", sorted(EXAMPLES))
@@ -167,10 +180,18 @@ def test_built_from_the_environment(
 
 
 @pytest.mark.parametrize(
-    ("value", "problem"),
-    [("", "is not set"), ("not a key", "is not a PEM public key")],
+    ("environ", "variable", "problem"),
+    [
+        ({"CLERK_JWT_KEY": ""}, "CLERK_JWT_KEY", "is not set"),
+        ({"CLERK_JWT_KEY": "not a key"}, "CLERK_JWT_KEY", "is not a PEM public key"),
+        (
+            {"CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_TREAT_PENDING_AS_SIGNED_OUT": "maybe"},
+            "CLERK_TREAT_PENDING_AS_SIGNED_OUT",
+            "must be true or false",
+        ),
+    ],
 )
-def test_an_unusable_jwt_key_is_refused_at_start_up(value: str, problem: str) -> None:
+def test_an_unusable_setting_is_refused_at_start_up(environ: dict[str, str], variable: str, problem: str) -> None:
     with pytest.raises(ConfigError) as refused:
-        SessionVerifier.from_env({"CLERK_JWT_KEY": value})
-    assert refused.value.variable == "CLERK_JWT_KEY" and problem in str(refused.value)
+        SessionVerifier.from_env(environ)
+    assert refused.value.variable == variable and problem in str(refused.value)
