@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.testclient import TestClient
 from flask import Flask
 from flask import request as flask_request
+from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import Membership, MembershipCache
@@ -27,7 +28,7 @@ from cache.authz import flask as flask_authz
 from cache.connections import async_cache_redis
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
-from tests.support import ALICE, BOB, CLERK_KEY, make_cache, orgs_with_member
+from tests.support import ALICE, BOB, CLERK_KEY, make_cache, orgs_with_member, post_event
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,27 @@ def test_malformed_org_ref_is_404_without_a_lookup(get: Get, clerk: ClerkStandIn
     assert answer.status == 404
     assert answer.body == {"error": "not_found", "message": "no such organization"}
     assert user_reads(clerk) == 0 and lookups(backing) == 0
+
+
+def test_a_slug_two_cached_orgs_carry_is_404_not_the_first_match(
+    get: Get, client: FlaskClient, clerk: ClerkStandIn, cache: MembershipCache, run_worker: Callable[[], int]
+) -> None:
+    """Globex takes the slug Acme gave up, and only Globex's rename has been delivered: the cached
+    value has two orgs called ``acme``, and the URL does not say which one it means."""
+    acme = clerk.create_org("Acme", slug="acme")["data"]["id"]
+    globex = clerk.create_org("Globex", slug="globex")["data"]["id"]
+    clerk.add_membership(ALICE, acme, "org:admin")
+    clerk.add_membership(ALICE, globex, "org:member")
+    cache.get_memberships(ALICE)
+    clerk.update_org(acme, slug="acme-old")  # its webhook is still on its way
+    assert post_event(client, clerk.update_org(globex, slug="acme")).status_code == 200
+    assert run_worker() == 1  # patches Globex in the cached value
+    assert sorted(m.organization_slug for m in cache.get_memberships(ALICE)) == ["acme", "acme"]
+
+    for path in ("/orgs/acme/settings", "/orgs/acme/dashboard"):
+        answer = get(path, ALICE)
+        assert (answer.status, answer.body["error"]) == (404, "not_found"), path
+    assert get(f"/orgs/{acme}/settings", ALICE).status == 200  # the id still names it
 
 
 # -- what it costs ------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ HTTP answer; every decision is made here, in this order:
   non-member cannot tell the two apart).
 - 403 ``role_not_allowed``: a member whose role is not one of those required.
 
+One 404 comes after the lookup: a slug that two of the user's cached orgs carry (an
+org renamed onto a slug another of theirs gave up, before the rename's event is in).
+It names no org for sure, so it is refused rather than matched to the first one.
+
 An org reference is an org id or a slug. A reference shaped like an id (``org_`` +
 letters and digits) is matched against ids only, never slugs, so an org whose slug
 looks like another org's id cannot stand in for it; one that starts with ``org_`` but
@@ -124,13 +128,19 @@ def resolve_org(memberships: Iterable[Membership], org_ref: str) -> Membership |
     """The membership ``org_ref`` names, by id (``org_…``) or else by slug; None if none does.
 
     Only the given (cached) memberships are searched: no Clerk call. A malformed
-    reference resolves to nothing.
+    reference resolves to nothing. A slug that two of them carry raises Denied (404):
+    the URL does not say which org it means.
     """
     if _is_org_id(org_ref):
         return next((m for m in memberships if m.organization_id == org_ref), None)
     if org_ref.startswith("org_") or not _SLUG.fullmatch(org_ref):
         return None
-    return next((m for m in memberships if m.organization_slug == org_ref), None)
+    named = [m for m in memberships if m.organization_slug == org_ref]
+    if len(named) > 1:
+        # two of the user's orgs carry the slug (a rename whose event is not in yet): which one the URL
+        # means cannot be known, and the first match may be the wrong org, so it names none
+        raise Denied(404, "not_found", "more than one of your organizations has this slug; use its id")
+    return named[0] if named else None
 
 
 def require_user(user_id: object) -> str:
