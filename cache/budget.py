@@ -3,13 +3,16 @@
 Clerk limits an instance to 1,000 Backend API requests per 10 s in production (100 on a
 development instance) and answers 429 beyond; every process of ours uses the same key.
 Before each request a process takes a slot from one moving window in Redis
-(`cache/lua/clerk_budget.lua`): interactive calls (a user is waiting) may use the whole
-budget; re-warming (the worker, the CLI's ``warm``) only what leaves the reserve, and
-nothing while an interactive caller waits, so it slows down instead of competing. A 429
-anywhere pauses every process until ``Retry-After``. An interactive caller that cannot
-get a slot within ``CLERK_INTERACTIVE_WAIT_MS`` gets `ClerkRateLimited` (nothing is
-stored; the app decides, usually to deny). If Redis cannot be reached the budget is not
-enforced (Clerk's own 429s and our retries still apply).
+(`cache/lua/clerk_budget.lua`). Interactive calls (a user is waiting) may use the whole
+budget. Re-warming (the worker, the CLI's ``warm``) gets what the interactive calls of the
+last window leave, less a headroom (the reserve, or a quarter of those calls if more), and
+gets it as a rate spread over the window, never as a burst at its start: a burst would fill
+the window, and interactive calls beyond the reserve would wait until it aged out, most of a
+window later. Paced, a slot frees every window/share, and while an interactive caller waits
+re-warming takes none. A 429 anywhere pauses every process until ``Retry-After``. An
+interactive caller that cannot get a slot within ``CLERK_INTERACTIVE_WAIT_MS`` gets
+`ClerkRateLimited` (nothing is stored; the app decides, usually to deny). If Redis cannot be
+reached the budget is not enforced (Clerk's own 429s and our retries still apply).
 
 Why not the ``limits`` library: its moving window has no notion of priority, reserve or
 a fleet-wide pause, and two of its limiters could not be taken atomically.
@@ -56,7 +59,7 @@ class ClerkRateLimited(ClerkUnavailable):
 class BudgetPolicy:
     limit: int = 800  # requests per window: 80 % of Clerk's production limit
     window_s: float = 10.0
-    reserve: int = 16  # slots re-warming leaves to interactive calls (they also go first while one waits)
+    reserve: int = 16  # the least headroom re-warming leaves to interactive calls (more when they use more)
     interactive_wait_s: float = 2.0
     rewarm_wait_s: float = 600.0  # re-warming waits as long as it takes (its job slices its work)
 

@@ -39,6 +39,8 @@ DRAIN_SCHEDULED_KEY = "clerk-org-cache:drain-scheduled"
 CLERK_BUDGET_KEY = "clerk-org-cache:clerk-budget"
 CLERK_PAUSED_UNTIL_KEY = "clerk-org-cache:clerk-paused-until"
 CLERK_INTERACTIVE_WAITING_KEY = "clerk-org-cache:clerk-interactive-waiting"
+CLERK_BUDGET_INTERACTIVE_KEY = "clerk-org-cache:clerk-budget-interactive"
+CLERK_REWARM_NEXT_KEY = "clerk-org-cache:clerk-rewarm-next"
 QUEUE_NAME = "clerk-org-cache"
 
 _USER_ID = re.compile(r"user_[A-Za-z0-9]{1,64}")

@@ -182,7 +182,13 @@ def release_call(user_id: str, token: str) -> RunScript:
 
 
 def clerk_budget_call(priority: str, limit: int, window_ms: int, reserve: int) -> RunScript:
-    keys = (contract.CLERK_BUDGET_KEY, contract.CLERK_PAUSED_UNTIL_KEY, contract.CLERK_INTERACTIVE_WAITING_KEY)
+    keys = (
+        contract.CLERK_BUDGET_KEY,
+        contract.CLERK_PAUSED_UNTIL_KEY,
+        contract.CLERK_INTERACTIVE_WAITING_KEY,
+        contract.CLERK_BUDGET_INTERACTIVE_KEY,
+        contract.CLERK_REWARM_NEXT_KEY,
+    )
     return RunScript("clerk_budget", keys, (priority, limit, window_ms, reserve, new_token()))
 
 

@@ -62,28 +62,41 @@ def test_two_processes_share_one_budget_and_clerk_never_sees_it_exceeded(
 
 
 ONE_CALL = """
-import sys
+import sys, time
 from redis import Redis
 from cache import ClerkClient
 from cache.budget import BudgetPolicy, ClerkBudget
 redis_url, clerk_url, key = sys.argv[1:4]
-budget = ClerkBudget(Redis.from_url(redis_url), BudgetPolicy(limit=30, window_s=1.0, reserve=3, interactive_wait_s=5))
-ClerkClient(key, clerk_url, budget=budget).list_user_memberships("user_2second")
+budget = ClerkBudget(Redis.from_url(redis_url), BudgetPolicy(limit=30, window_s=1.0, reserve=3, interactive_wait_s=8))
+client = ClerkClient(key, clerk_url, budget=budget)
+print(time.time(), flush=True)  # when it asked for its slot
+client.list_user_memberships("user_2second")
 """
 
 
-def test_a_429_seen_by_one_process_pauses_the_others(redis_server: RedisServer, clerk: ClerkStandIn) -> None:
-    budget = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=5))
+def test_a_429_seen_by_one_process_pauses_the_others(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    budget = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=8))
     first = ClerkClient(CLERK_KEY, clerk.url, budget=budget)
-    clerk.fail_next(1, status=429, retry_after=2)
+    clerk.fail_next(1, status=429, retry_after=3)
     first_done = threading.Event()
     threading.Thread(target=lambda: (first.list_user_memberships("user_2first"), first_done.set())).start()
-    wait_until(lambda: clerk.call_count("/v1/users/user_2first/") == 1, 5)  # its 429 pauses the fleet
-    other = subprocess.Popen([sys.executable, "-c", ONE_CALL, redis_server.url, clerk.url, CLERK_KEY], cwd=REPO)
-    time.sleep(1.0)
-    assert clerk.call_count("/v1/users/user_2second/") == 0  # the other process waits out the pause
-    assert other.wait(10) == 0 and first_done.wait(5)  # then both are served
-    assert clerk.call_count("/v1/users/user_2second/") == 1 and clerk.call_count("/v1/users/user_2first/") == 2
+    wait_until(lambda: redis.get("clerk-org-cache:clerk-paused-until") is not None, 5)  # its 429 paused the fleet
+    paused_until = int(redis.get("clerk-org-cache:clerk-paused-until") or 0) / 1000  # Unix s, by Redis's clock
+    other = subprocess.Popen(
+        [sys.executable, "-c", ONE_CALL, redis_server.url, clerk.url, CLERK_KEY],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    asked_at = float(other.communicate(timeout=20)[0])
+    assert other.returncode == 0 and first_done.wait(5)  # both are served in the end
+    assert asked_at < paused_until  # the other process asked during the pause...
+    (second_call,) = clerk.arrivals("/v1/users/user_2second/")
+    assert second_call >= paused_until - 0.005  # ...and Clerk heard from it only once the pause was over
+    first_calls = clerk.arrivals("/v1/users/user_2first/")
+    assert len(first_calls) == 2 and first_calls[1] >= paused_until - 0.005  # as from the process that got the 429
 
 
 def test_interactive_lookups_are_served_while_rewarming_saturates_the_budget(
@@ -113,7 +126,57 @@ def test_interactive_lookups_are_served_while_rewarming_saturates_the_budget(
         for thread in threads:
             thread.join(5)
     window_counts = [sum(1 for t in rewarm_grants if start <= t < start + WINDOW_S) for start in rewarm_grants]
-    assert max(window_counts) <= LIMIT - 3  # re-warming never took the reserve
+    assert max(window_counts) <= LIMIT - 3  # re-warming never took the reserve...
+    assert max(window_counts) >= 0.85 * (LIMIT - 3)  # ...and had the rest of the budget when nobody else used it
+
+
+def test_a_lookup_arriving_once_rewarming_has_used_the_window_gets_a_slot_within_the_interactive_wait(
+    redis_server: RedisServer,
+) -> None:
+    """The window's edge: re-warming as fast as it may (a fast Clerk, many workers), then more interactive
+    calls at once than the reserve holds. Each must be granted within its wait, which is a fifth of the
+    window: a budget that let re-warming spend its share at the window's start would make them wait
+    until that burst aged out, most of a window."""
+    window_s, limit, reserve = 2.5, 40, 2
+    rewarm = ClerkBudget(
+        Redis.from_url(redis_server.url), BudgetPolicy(limit=limit, window_s=window_s, reserve=reserve)
+    )
+    interactive = ClerkBudget(
+        Redis.from_url(redis_server.url),
+        BudgetPolicy(limit=limit, window_s=window_s, reserve=reserve, interactive_wait_s=window_s / 5),
+    )
+    stop = threading.Event()
+    rewarm_grants: list[float] = []
+
+    def rewarming() -> None:
+        while not stop.is_set():
+            rewarm.take(Priority.REWARM)
+            rewarm_grants.append(time.monotonic())
+
+    threads = [threading.Thread(target=rewarming) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    refused, waits = 0, []
+    try:
+        time.sleep(1.5 * window_s)  # re-warming has had all a window allows, and keeps asking
+        for _ in range(3):  # three bursts, each of three times the reserve
+            burst_start = time.monotonic()
+            for _ in range(3 * reserve):
+                started = time.monotonic()
+                try:
+                    interactive.take(Priority.INTERACTIVE)
+                except ClerkRateLimited:
+                    refused += 1
+                waits.append(time.monotonic() - started)
+            time.sleep(max(0.0, burst_start + window_s / 3 - time.monotonic()))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert refused == 0, f"{refused} of {len(waits)} interactive calls found no slot; waits {sorted(waits)[-3:]}"
+    in_window = [sum(1 for t in rewarm_grants if start <= t < start + window_s) for start in rewarm_grants]
+    assert max(in_window) <= limit - reserve  # re-warming never took the reserve
+    assert len(rewarm_grants) >= 0.85 * (limit - reserve) * 2  # and it used what was left: two windows' worth
 
 
 def test_an_interactive_caller_that_cannot_wait_gets_a_typed_error(redis_server: RedisServer) -> None:

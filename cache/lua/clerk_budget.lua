@@ -2,43 +2,76 @@
 --
 -- Clerk limits each instance (1,000 requests / 10 s in production, 100 on development instances)
 -- and answers 429 beyond. Every process draws from one moving window kept here, so the fleet stays
--- under the limit in any window, whatever Clerk's own window alignment. Interactive calls (a user
--- is waiting) may use the whole budget; re-warming only what leaves the reserve, and none while an
--- interactive caller is waiting for a slot. After a 429 anywhere, nobody calls until Retry-After.
+-- under the limit in any window, whatever Clerk's own window alignment. After a 429 anywhere,
+-- nobody calls until Retry-After.
+--
+-- Interactive calls (a user is waiting) may use the whole budget. Re-warming gets the rest, as a
+-- rate, never as a burst: its share of a window is what the budget leaves after the interactive
+-- calls of the last window and a headroom (the larger of the reserve and a quarter of those calls),
+-- and it is paced evenly over the window (a cell-rate limiter with a burst of 2 % of the share).
+-- So the window never fills with re-warming taken at its start that only ages out at its end: a
+-- slot frees every window/share, and none goes to re-warming while an interactive caller waits.
 --
 -- KEYS[1]  clerk-org-cache:clerk-budget               sorted set: one member per request in the window, scored by its time (ms)
 -- KEYS[2]  clerk-org-cache:clerk-paused-until         Unix ms before which nobody calls Clerk (set after a 429)
 -- KEYS[3]  clerk-org-cache:clerk-interactive-waiting  present while an interactive caller waits for a slot
+-- KEYS[4]  clerk-org-cache:clerk-budget-interactive   sorted set: the interactive requests among KEYS[1]
+-- KEYS[5]  clerk-org-cache:clerk-rewarm-next          Unix ms (fractional) at which re-warming's pace allows its next request
 --
 -- ARGV[1]  'i' interactive or 'r' re-warm
 -- ARGV[2]  requests allowed per window (the budget)
 -- ARGV[3]  the window in ms (10000 for Clerk's)
--- ARGV[4]  the reserve: slots re-warming leaves for interactive calls
+-- ARGV[4]  the reserve: slots re-warming always leaves for interactive calls
 -- ARGV[5]  a member name unique to this request
 --
 -- Reply: {1, 0}        granted: call Clerk now
---        {0, wait_ms}  refused: try again after wait_ms (the pause's end, or when a slot frees)
+--        {0, wait_ms}  refused: try again after wait_ms (the pause's end, a slot's release, re-warming's pace)
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window, limit = tonumber(ARGV[3]), tonumber(ARGV[2])
+local window, limit, reserve = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now_ms then return {0, paused - now_ms} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms - window)
 local used = redis.call('ZCARD', KEYS[1])
-local cap = limit
-if ARGV[1] == 'r' then
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 25} end
-  cap = limit - tonumber(ARGV[4])
-end
-if used < cap then
+
+local function grant()
   redis.call('ZADD', KEYS[1], now_ms, ARGV[5])
   redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0}
 end
-if ARGV[1] == 'i' then redis.call('SET', KEYS[3], '1', 'PX', 250) end
--- the slot this caller may get: when enough of the oldest requests have left the window
-local oldest = redis.call('ZRANGE', KEYS[1], used - cap, used - cap, 'WITHSCORES')
-local wait = 1
-if oldest[2] then wait = math.max(1, tonumber(oldest[2]) + window - now_ms) end
-return {0, wait}
+
+-- the wait until enough of the oldest requests have left the window for one more under cap
+local function wait_for_slot(cap)
+  local oldest = redis.call('ZRANGE', KEYS[1], used - cap, used - cap, 'WITHSCORES')
+  if oldest[2] then return math.max(1, tonumber(oldest[2]) + window - now_ms) end
+  return 1
+end
+
+if ARGV[1] == 'i' then
+  if used < limit then
+    grant()
+    redis.call('ZADD', KEYS[4], now_ms, ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], window)
+    return {1, 0}
+  end
+  redis.call('SET', KEYS[3], '1', 'PX', 250)
+  return {0, wait_for_slot(limit)}
+end
+
+if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 25} end
+local interactive = redis.call('ZCARD', KEYS[4])
+local headroom = math.max(reserve, math.ceil(interactive / 4))
+local cap = limit - headroom  -- the window may hold this many requests before re-warming stops
+if cap < 1 then return {0, 250} end
+if used >= cap then return {0, wait_for_slot(cap)} end
+local share = cap - interactive  -- re-warming's requests per window, at the interactive rate just seen
+if share < 1 then return {0, 250} end  -- interactive demand takes the whole budget: look again shortly
+local interval = window / share
+local burst = math.max(1, math.floor(share / 50)) * interval
+local next_ms = tonumber(redis.call('GET', KEYS[5]) or '0')
+if next_ms < now_ms then next_ms = now_ms end
+if next_ms - now_ms > burst then return {0, math.max(1, math.ceil(next_ms - now_ms - burst))} end
+grant()
+redis.call('SET', KEYS[5], string.format('%.2f', next_ms + interval), 'PX', window)
+return {1, 0}

@@ -45,20 +45,27 @@ class Api:
         self._secret_key = secret_key
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._arrivals: list[tuple[float, str]] = []
 
     def call_count(self, path_prefix: str) -> int:
         with self._lock:
             return sum(n for path, n in self._calls.items() if path.startswith(path_prefix))
 
+    def arrivals(self, path_prefix: str) -> list[float]:
+        with self._lock:
+            return [at for at, path in self._arrivals if path.startswith(path_prefix)]
+
     def reset_counts(self) -> None:
         with self._lock:
             self._calls.clear()
+            self._arrivals.clear()
 
     def answer(self, target: str, auth: str | None) -> Response:
         split = urlsplit(target)
         path = split.path
         with self._lock:
             self._calls[path] += 1
+            self._arrivals.append((time.time(), path))
         query = parse_qs(split.query, keep_blank_values=True)
         segs = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
         refused = self._faults.rate_limit.admit()  # counted as it arrives, as Clerk does

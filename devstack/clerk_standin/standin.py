@@ -137,5 +137,9 @@ class ClerkStandIn:
         """Requests received (any status) whose path starts with the prefix."""
         return self._api.call_count(path_prefix)
 
+    def arrivals(self, path_prefix: str = "/v1/") -> list[float]:
+        """When each request whose path starts with the prefix arrived (Unix seconds, as Redis's TIME)."""
+        return self._api.arrivals(path_prefix)
+
     def reset_counts(self) -> None:
         self._api.reset_counts()
