@@ -105,6 +105,9 @@ class BudgetRules:
                 BUDGET.labels(priority.name.lower(), "unenforced").inc()
                 return  # no shared budget without Redis: Clerk's own 429s still apply
             if granted:
+                if wait_ms:  # re-warming's slot, booked for a moment ahead: its pace
+                    waited = True
+                    yield Sleep(int(wait_ms) / 1000)
                 BUDGET.labels(priority.name.lower(), "waited" if waited else "granted").inc()
                 if waited:
                     BUDGET_WAIT.labels(priority.name.lower()).observe(time.monotonic() - started)

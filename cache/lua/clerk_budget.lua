@@ -8,7 +8,8 @@
 -- Interactive calls (a user is waiting) may use the whole budget. Re-warming gets the rest, as a
 -- rate, never as a burst: its share of a window is what the budget leaves after the interactive
 -- calls of the last window and a headroom (the larger of the reserve and a quarter of those calls),
--- and it is paced evenly over the window (a cell-rate limiter with a burst of 2 % of the share).
+-- and it is paced evenly over the window (a cell-rate limiter with a burst of 2 % of the share;
+-- a slot due within 100 ms is booked at once, and counts in the window from its booking).
 -- So the window never fills with re-warming taken at its start that only ages out at its end: a
 -- slot frees every window/share, and none goes to re-warming while an interactive caller waits.
 --
@@ -25,11 +26,13 @@
 -- ARGV[5]  a member name unique to this request
 --
 -- Reply: {1, 0}        granted: call Clerk now
+--        {1, delay_ms} granted (re-warm only): call Clerk in delay_ms, the slot booked for then
 --        {0, wait_ms}  refused: try again after wait_ms (the pause's end, a slot's release, re-warming's pace)
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window, limit, reserve = tonumber(ARGV[3]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local BOOK_MS = 100  -- how far ahead re-warming may book its next slot
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now_ms then return {0, paused - now_ms} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
@@ -38,7 +41,7 @@ local used = redis.call('ZCARD', KEYS[1])
 
 local function grant()
   redis.call('ZADD', KEYS[1], now_ms, ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], window)
+  redis.call('PEXPIRE', KEYS[1], window + BOOK_MS)
 end
 
 -- the wait until enough of the oldest requests have left the window for one more under cap
@@ -52,7 +55,7 @@ if ARGV[1] == 'i' then
   if used < limit then
     grant()
     redis.call('ZADD', KEYS[4], now_ms, ARGV[5])
-    redis.call('PEXPIRE', KEYS[4], window)
+    redis.call('PEXPIRE', KEYS[4], window + BOOK_MS)
     return {1, 0}
   end
   redis.call('SET', KEYS[3], '1', 'PX', 250)
@@ -71,7 +74,11 @@ local interval = window / share
 local burst = math.max(1, math.floor(share / 50)) * interval
 local next_ms = tonumber(redis.call('GET', KEYS[5]) or '0')
 if next_ms < now_ms then next_ms = now_ms end
-if next_ms - now_ms > burst then return {0, math.max(1, math.ceil(next_ms - now_ms - burst))} end
-grant()
+-- the pace's next slot, booked now if it starts within BOOK_MS: the caller sleeps until then and asks
+-- nothing more, so waiting re-warm callers do not poll Redis once per interval each
+local at_ms = math.max(now_ms, math.ceil(next_ms - burst))
+if at_ms - now_ms > BOOK_MS then return {0, at_ms - now_ms - BOOK_MS} end
+redis.call('ZADD', KEYS[1], at_ms, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], window + BOOK_MS)
 redis.call('SET', KEYS[5], string.format('%.2f', next_ms + interval), 'PX', window)
-return {1, 0}
+return {1, at_ms - now_ms}
