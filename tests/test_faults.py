@@ -34,18 +34,29 @@ from tests.support import (
     stashed_users,
 )
 
+MIB = 1024 * 1024
+
 
 def test_clerk_timing_out_raises_a_typed_error_within_the_budget(
     open_api: Callable[..., ReadApi], redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
 ) -> None:
-    """Through the sync API (requests) and the async one (httpx): each names the timeout."""
+    """Through the sync API (requests) and the async one (httpx): each names the timeout.
+
+    The retry budget is what stops the lookup here, not the attempt count: 8 attempts at a
+    0.2 s read timeout with the client's backoff between them (0.1 s, doubling) would take
+    about 14 s. An attempt starts only while the 1 s budget lasts, so the lookup ends by the
+    budget plus one read timeout (1.2 s; about 0.9 s here). The bound is twice that: wide for
+    a loaded machine (the budget runs on the clock, so a slow machine makes fewer attempts and
+    only the last one's overhead can add), and far below what ignoring the budget costs."""
     clerk.add_membership(ALICE, clerk.create_org("Acme")["data"]["id"])
     clerk.latency_s = 1.0
-    slow = open_api(redis_server.url, clerk.url, read_timeout_s=0.2, max_attempts=3, retry_budget_s=2.0)
+    read_timeout_s, budget_s = 0.2, 1.0
+    slow = open_api(redis_server.url, clerk.url, read_timeout_s=read_timeout_s, max_attempts=8, retry_budget_s=budget_s)
     started = time.perf_counter()
     with pytest.raises(ClerkUnavailable, match="Timeout"):
         slow.get_memberships(ALICE)
-    assert time.perf_counter() - started < 2.5
+    elapsed = time.perf_counter() - started
+    assert elapsed < 2 * (budget_s + read_timeout_s), elapsed
     assert cached_users(redis) == [] and held_leases(redis) == [] and stashed_users(redis) == []
 
 
@@ -127,18 +138,32 @@ def test_no_secret_reaches_any_log_or_response(own_redis: RedisServer, clerk: Cl
 def test_an_oversize_streamed_body_is_refused_without_reading_it_all(
     own_redis: RedisServer, clerk: ClerkStandIn
 ) -> None:
-    """Chunked transfer (no Content-Length) of 2 MiB against the real gunicorn process."""
+    """A chunked body (no Content-Length) of 64 MiB against the real gunicorn process, limit 1 MiB.
+
+    The client's send buffer is kept small, so what it has sent is what the server's socket
+    took in: the server's reads plus its receive buffer. The 413 must arrive while the client
+    is still sending, long before the whole body is out, and the server must close the
+    connection without reading the rest, so the client's sending ends in a reset (recorded
+    and asserted, not swallowed). An intake that read the whole body before checking its size
+    would take in all 64 MiB and answer only after the last chunk."""
+    body_size, chunk = 64 * MIB, b"x" * 65536
     secret = new_signing_secret()
     with LocalStack(stack_env(own_redis.url, clerk, secret)) as stack:
         with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            sent = 0  # body bytes handed to the socket so far
             received: list[bytes] = []
+            sent_when_answered: list[int] = []
+            read_error: list[OSError] = []
 
-            def read() -> None:  # read while sending: the server answers, then resets the connection
+            def read() -> None:  # read while sending: the server answers, then closes the connection
                 try:
-                    while chunk := sock.recv(65536):
-                        received.append(chunk)
-                except OSError:
-                    pass
+                    while data := sock.recv(65536):
+                        if not received:
+                            sent_when_answered.append(sent)
+                        received.append(data)
+                except OSError as exc:
+                    read_error.append(exc)  # a reset after the answer: its bytes are already in received
 
             reader = threading.Thread(target=read)
             reader.start()
@@ -146,14 +171,23 @@ def test_an_oversize_streamed_body_is_refused_without_reading_it_all(
                 b"POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
             )
-            chunk = b"x" * 65536
+            send_error: OSError | None = None
             try:
-                for _ in range(32):
+                while sent < body_size:
                     sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
                 sock.sendall(b"0\r\n\r\n")
-            except OSError:
-                pass  # the server may close the connection as soon as it has answered
+            except OSError as exc:
+                send_error = exc
             reader.join(10)
             answer = b"".join(received).decode(errors="replace")
         assert answer.startswith("HTTP/1.1 413"), answer[:200]
         assert '"error":"request_entity_too_large"' in answer.replace(" ", "")
+        # The answer came after about the limit, not after the body: the 1 MiB read plus what the
+        # server's receive buffer held (about 1.2 MiB in all here; 16 MiB leaves room for a buffer
+        # the kernel grew), where reading it all means the whole 64 MiB was out first.
+        assert sent_when_answered and sent_when_answered[0] < 16 * MIB, (sent_when_answered, sent, read_error)
+        # And the server never read the rest: it closed with the body unread, and the reset
+        # ended the client's sending long before the end of the body.
+        assert isinstance(send_error, (ConnectionResetError, BrokenPipeError)), (send_error, sent)
+        assert sent < 16 * MIB, sent

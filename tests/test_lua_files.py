@@ -6,6 +6,8 @@ and reply in its header, and work with a plain EVAL / SCRIPT LOAD, with no Pytho
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -13,13 +15,17 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ResponseError
 
 import cache as cache_package
 from cache import contract
+from cache.aio.io import AsyncIO
 from cache.effects import RunScript
 from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, script_source, without_shebang
 from cache.scripts import script_text
 from cache.sync_io import SyncIO
+from devstack.redis_server import RedisServer
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "cache" / "lua"
 LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
@@ -56,6 +62,46 @@ def test_the_protocol_runs_every_file_as_it_is_and_nothing_else(redis: Redis) ->
         assert script_text(path.stem, unflagged=True) == without_shebang(text)
     with pytest.raises(ValueError, match="no such script"):
         SyncIO(redis).do(RunScript("flush_everything", (), ()))
+
+
+def test_what_redis_runs_is_each_file_byte_for_byte(redis_server: RedisServer, redis: Redis) -> None:
+    """Through both runners (blocking and asyncio), every script the library calls is loaded into
+    Redis from the file's exact bytes: after SCRIPT FLUSH, running each one leaves the SHA1 of the
+    file's bytes registered in Redis and held by the runner's script object, and the variant for
+    servers that refuse shebang flags is the file with its first line blanked, nothing else."""
+    keys = tuple(f"lua-sha-test:{i}" for i in range(1, 7))  # arguments do not matter: loading comes first
+
+    def expected(name: str, unflagged: bool) -> str:
+        data = (LUA_DIR / f"{name}.lua").read_bytes()
+        if unflagged:
+            first, newline, rest = data.partition(b"\n")
+            data = (b"" if first.startswith(b"#!") else first) + newline + rest
+        return hashlib.sha1(data).hexdigest()
+
+    variants = [(name, unflagged) for name in SCRIPT_NAMES for unflagged in (False, True)]
+    sync_io = SyncIO(redis)
+    redis.script_flush()
+    for name, unflagged in variants:
+        with contextlib.suppress(ResponseError):  # a script error on these arguments, after the load
+            sync_io.do(RunScript(name, keys, (), unflagged))
+    want = [expected(name, unflagged) for name, unflagged in variants]
+    assert redis.script_exists(*want) == [True] * len(want)
+    assert [sync_io._script(RunScript(name, (), (), unflagged)).sha for name, unflagged in variants] == want
+
+    async def run_async() -> list[str]:
+        client = AsyncRedis.from_url(redis_server.url)
+        try:
+            async_io = AsyncIO(client)
+            for name, unflagged in variants:
+                with contextlib.suppress(ResponseError):
+                    await async_io.do(RunScript(name, keys, (), unflagged))
+            return [async_io._script(RunScript(name, (), (), unflagged)).sha for name, unflagged in variants]
+        finally:
+            await client.aclose()
+
+    redis.script_flush()
+    assert asyncio.run(run_async()) == want
+    assert redis.script_exists(*want) == [True] * len(want)
 
 
 def test_script_source_refuses_an_unknown_name() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,15 +129,47 @@ CASES: dict[str, tuple[Case, int, str]] = {
 }
 
 
-def snapshot(redis: Redis) -> dict[str, Any]:
-    return {key: (redis.type(key), redis.dump(key)) for key in sorted(redis.keys("*"))}
+@dataclass(frozen=True)
+class Snapshot:
+    """Every key's type, DUMP (its value, byte for byte) and PTTL, and when the PTTLs were read."""
+
+    values: dict[str, tuple[str, bytes]]
+    pttls: dict[str, int]
+    started: float  # time.monotonic() before the first PTTL was asked for
+    ended: float  # and after the last one answered
+
+
+def snapshot(redis: Redis) -> Snapshot:
+    keys = sorted(redis.keys("*"))
+    started = time.monotonic()
+    pttls = {key: redis.pttl(key) for key in keys}
+    ended = time.monotonic()
+    return Snapshot({key: (redis.type(key), redis.dump(key)) for key in keys}, pttls, started, ended)
+
+
+def assert_unchanged(redis: Redis, before: Snapshot) -> None:
+    """Redis as ``before``: the same keys and values, and no expiry set, cleared or refreshed.
+
+    A PTTL runs down in real time, so a key with one may have lost at most the time between
+    the two snapshots (plus 1 ms of rounding), never gained; a key without one keeps -1."""
+    after = snapshot(redis)
+    assert after.values == before.values
+    assert after.pttls.keys() == before.pttls.keys()
+    elapsed_ms = (after.ended - before.started) * 1000
+    for key, was in before.pttls.items():
+        now = after.pttls[key]
+        if was < 0:
+            assert now == was, f"{key}: an expiry was set (PTTL {was} -> {now})"
+        else:
+            assert 0 <= was - now <= elapsed_ms + 1, f"{key}: the expiry changed (PTTL {was} -> {now})"
 
 
 @pytest.fixture
 def seeded(redis: Redis) -> Redis:
-    """A cached user and org index that bad input must leave alone."""
-    redis.set(user_orgs_key(ALICE), json.dumps([{"organizationId": ACME}]), ex=300)
-    redis.sadd(org_index_key(ACME), ALICE)
+    """A cached user and org index that bad input must leave alone. The user's TTL is one no write
+    of ours sets (the cache stores for 300 s), so a refreshed expiry shows as a PTTL that grew."""
+    redis.set(user_orgs_key(ALICE), json.dumps([{"organizationId": ACME}]), px=250_000)
+    redis.sadd(org_index_key(ACME), ALICE)  # no expiry
     return redis
 
 
@@ -150,7 +184,7 @@ def test_bad_input_is_refused_and_changes_nothing(client: FlaskClient, seeded: R
     assert response.status_code == status
     assert response.json is not None and response.json["error"] == code
     assert SIGNING_SECRET not in response.get_data(as_text=True)
-    assert snapshot(seeded) == before
+    assert_unchanged(seeded, before)
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
@@ -159,7 +193,7 @@ def test_wrong_method(client: FlaskClient, seeded: Redis, method: str) -> None:
     response = client.open("/webhooks/clerk", method=method, data=VALID, headers=signed(VALID)[1])
     assert response.status_code == 405
     assert response.json is not None and response.json["error"] == "method_not_allowed"
-    assert snapshot(seeded) == before
+    assert_unchanged(seeded, before)
 
 
 def test_header_names_in_any_case_verify(client: FlaskClient, seeded: Redis) -> None:
@@ -186,7 +220,7 @@ def test_duplicated_signature_headers_are_refused(client: FlaskClient, seeded: R
         "/webhooks/clerk", data=data, headers=[*headers.items(), *(pair if good_first else pair[::-1])]
     )
     assert response.status_code == 401
-    assert snapshot(seeded) == before
+    assert_unchanged(seeded, before)
 
 
 def test_several_signatures_in_one_header_any_match_suffices(client: FlaskClient, seeded: Redis) -> None:
