@@ -10,6 +10,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from redis import Redis
+from rq import Worker
 
 from cache import MembershipCache
 from cache.contract import user_orgs_key
@@ -40,6 +41,7 @@ from tests.support import (
     stored,
     work_burst,
 )
+from worker.__main__ import TAKE_OVER_DELAY_S
 
 
 def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
@@ -415,14 +417,30 @@ def test_a_user_deleted_while_stashed_costs_no_clerk_call(
 def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any, monkeypatch: Any
 ) -> None:
-    """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the sweep."""
+    """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the periodic sweep.
+
+    A starting worker also makes one take-over pass `TAKE_OVER_DELAY_S` after it starts, which would pick
+    them up whatever the sweep does, so the work is orphaned only once that pass is over. The pass leaves
+    no trace when it finds nothing (and whatever it could find, a sweep finds too), so its time is read
+    from RQ's record of the worker's birth in Redis, which comes after the pass's timer is armed."""
     from cache.protocol import refresh_user
 
-    monkeypatch.setenv("WORKER_SWEEP_SECONDS", "0.5")
+    sweep_s = 2  # RQ's idle dequeue blocks this long (`DrainWorker.for_interval`): a sweep at most every ~2 s
+    monkeypatch.setenv("WORKER_SWEEP_SECONDS", str(sweep_s))
     request.getfixturevalue("worker_process")
     cached_member(clerk, cache, ALICE)
-    time.sleep(1.0)  # the worker is up and idle
+    take_over_over = worker_birth(cache.redis) + TAKE_OVER_DELAY_S + 1.0  # due, then 1 s for a pass of ~10 ms
+    wait_until(lambda: time.time() > take_over_over, TAKE_OVER_DELAY_S + 10, what="the take-over pass")
     Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
     clear_drain_marker(redis)
     assert queued_jobs(redis) == 0 and redis.exists(user_orgs_key(ALICE)) == 0
-    wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 20)  # ...until the sweep queues one
+    wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 2 * sweep_s, what="the sweep")  # ...until the sweep does
+    assert [m["role"] for m in stored(redis, ALICE)] == ["org:member"]
+
+
+def worker_birth(redis: Redis) -> float:
+    """When the one worker process's RQ worker registered (epoch seconds), once it has."""
+    wait_until(lambda: len(Worker.all(connection=redis)) == 1, 30, what="the worker to register")
+    (worker,) = Worker.all(connection=redis)
+    assert worker.birth_date is not None
+    return worker.birth_date.timestamp()
