@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -10,13 +12,25 @@ import requests
 from redis import Redis
 from rq import Worker
 
+from cache.connections import INTAKE_TIMEOUT_S
 from cache.contract import user_orgs_key
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_signing_secret, signed_event
 from devstack.stack import LocalStack, descendants
 from devstack.waiting import wait_until
-from tests.support import ALICE, BOB, bare_env, make_cache, orgs_with_member, run_module, stack_env, stored
+from tests.support import (
+    ALICE,
+    BOB,
+    SIGNING_SECRET,
+    bare_env,
+    make_cache,
+    orgs_with_member,
+    procfile_process,
+    run_module,
+    stack_env,
+    stored,
+)
 
 
 @pytest.mark.parametrize(
@@ -107,3 +121,38 @@ def test_procfile_stack_processes_events_and_survives_a_redis_outage(
         }
         assert worker.pid in descendants(stack.pid or 0)  # the same process did it: no restart
     redis.close()
+
+
+def test_intake_answers_503_within_its_timeouts_when_redis_hangs(own_redis: RedisServer, clerk: ClerkStandIn) -> None:
+    """A SIGSTOPped Redis still accepts connections (the kernel does), and never answers: only the intake
+    client's timeouts end the wait. Each try of a command waits out the 4 s read timeout (above the
+    longest WAIT), and there is one retry: 8 s, and 16 s if a second command waited too. 12 s tells
+    those apart with 4 s to spare either way, and is inside Svix's 15 s, past which it gives up."""
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    env = stack_env(own_redis.url, clerk, WEB_CONCURRENCY="1")  # one gunicorn worker: its connection is warm
+    url = f"http://127.0.0.1:{env['PORT']}"
+
+    def post(event: dict[str, object]) -> requests.Response:
+        body, headers = signed_event(SIGNING_SECRET, event)
+        return requests.post(url + "/webhooks/clerk", data=body, headers=headers, timeout=20)  # never hangs the test
+
+    with procfile_process("web", env):
+        wait_until(lambda: _answers(url + "/healthz"), 60, what="gunicorn", poll_s=0.1)
+        assert post(clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200
+        assert own_redis.pid is not None
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            response = post(clerk.remove_membership(ALICE, acme))
+            elapsed = time.perf_counter() - started
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+    assert response.status_code == 503 and response.json()["error"] == "unavailable"
+    assert INTAKE_TIMEOUT_S <= elapsed < 12, elapsed  # at least one read timed out: Redis did hang
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
