@@ -388,15 +388,20 @@ def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
 
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
-    clerk.latency_s = 0.3  # the patch job's org read is slow...
-    job = threading.Thread(target=drain_pending_refreshes)
-    job.start()
-    time.sleep(0.1)
-    clerk.latency_s = 0.0
-    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...and a rename lands
+    clerk.reset_counts()
+    results: list[dict[str, int]] = []
+    job = threading.Thread(target=lambda: results.append(drain_pending_refreshes()))
+    with clerk.hold(acme) as gate:  # the patch job's org read answers "Acme 2", held...
+        job.start()
+        assert gate.wait_arrived()
+        assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...while a rename lands
     job.join(10)
-    run_worker()
-    assert "Acme 3" in (redis.get(user_orgs_key(ALICE)) or "")  # patched again, not left cold
+    assert not job.is_alive() and results == [{"patched": 1, "refreshed": 0, "skipped": 0}]
+    # the fill from the held read was refused, and the job patched again from a second read of the org
+    assert "Acme 3" in (redis.get(user_orgs_key(ALICE)) or "")  # not "Acme 2", and not left cold
+    assert clerk.call_count("/v1/organizations/") == 2 and clerk.call_count("/v1/users/") == 0
+    assert run_worker() == 2  # the jobs each rename queued (this test ran the drain itself)...
+    assert clerk.call_count() == 2  # ...find nothing left to read
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
     assert stashed_users(redis) == [] and orgs_awaiting_patch(redis) == set()
 
