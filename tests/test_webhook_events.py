@@ -10,6 +10,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from redis import Redis
+from rq import Worker
 
 from cache import MembershipCache
 from cache.contract import user_orgs_key
@@ -40,6 +41,7 @@ from tests.support import (
     stored,
     work_burst,
 )
+from worker.__main__ import TAKE_OVER_DELAY_S
 
 
 def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
@@ -386,15 +388,20 @@ def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
 
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
-    clerk.latency_s = 0.3  # the patch job's org read is slow...
-    job = threading.Thread(target=drain_pending_refreshes)
-    job.start()
-    time.sleep(0.1)
-    clerk.latency_s = 0.0
-    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...and a rename lands
+    clerk.reset_counts()
+    results: list[dict[str, int]] = []
+    job = threading.Thread(target=lambda: results.append(drain_pending_refreshes()))
+    with clerk.hold(acme) as gate:  # the patch job's org read answers "Acme 2", held...
+        job.start()
+        assert gate.wait_arrived()
+        assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # ...while a rename lands
     job.join(10)
-    run_worker()
-    assert "Acme 3" in (redis.get(user_orgs_key(ALICE)) or "")  # patched again, not left cold
+    assert not job.is_alive() and results == [{"patched": 1, "refreshed": 0, "skipped": 0}]
+    # the fill from the held read was refused, and the job patched again from a second read of the org
+    assert "Acme 3" in (redis.get(user_orgs_key(ALICE)) or "")  # not "Acme 2", and not left cold
+    assert clerk.call_count("/v1/organizations/") == 2 and clerk.call_count("/v1/users/") == 0
+    assert run_worker() == 2  # the jobs each rename queued (this test ran the drain itself)...
+    assert clerk.call_count() == 2  # ...find nothing left to read
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
     assert stashed_users(redis) == [] and orgs_awaiting_patch(redis) == set()
 
@@ -415,14 +422,30 @@ def test_a_user_deleted_while_stashed_costs_no_clerk_call(
 def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, request: Any, monkeypatch: Any
 ) -> None:
-    """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the sweep."""
+    """Users left pending with no job (a lost enqueue, or retries run out) are picked up by the periodic sweep.
+
+    A starting worker also makes one take-over pass `TAKE_OVER_DELAY_S` after it starts, which would pick
+    them up whatever the sweep does, so the work is orphaned only once that pass is over. The pass leaves
+    no trace when it finds nothing (and whatever it could find, a sweep finds too), so its time is read
+    from RQ's record of the worker's birth in Redis, which comes after the pass's timer is armed."""
     from cache.protocol import refresh_user
 
-    monkeypatch.setenv("WORKER_SWEEP_SECONDS", "0.5")
+    sweep_s = 2  # RQ's idle dequeue blocks this long (`DrainWorker.for_interval`): a sweep at most every ~2 s
+    monkeypatch.setenv("WORKER_SWEEP_SECONDS", str(sweep_s))
     request.getfixturevalue("worker_process")
     cached_member(clerk, cache, ALICE)
-    time.sleep(1.0)  # the worker is up and idle
+    take_over_over = worker_birth(cache.redis) + TAKE_OVER_DELAY_S + 1.0  # due, then 1 s for a pass of ~10 ms
+    wait_until(lambda: time.time() > take_over_over, TAKE_OVER_DELAY_S + 10, what="the take-over pass")
     Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
     clear_drain_marker(redis)
     assert queued_jobs(redis) == 0 and redis.exists(user_orgs_key(ALICE)) == 0
-    wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 20)  # ...until the sweep queues one
+    wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 2 * sweep_s, what="the sweep")  # ...until the sweep does
+    assert [m["role"] for m in stored(redis, ALICE)] == ["org:member"]
+
+
+def worker_birth(redis: Redis) -> float:
+    """When the one worker process's RQ worker registered (epoch seconds), once it has."""
+    wait_until(lambda: len(Worker.all(connection=redis)) == 1, 30, what="the worker to register")
+    (worker,) = Worker.all(connection=redis)
+    assert worker.birth_date is not None
+    return worker.birth_date.timestamp()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.durability import NotReplicated, ReplicaWait
@@ -43,9 +44,12 @@ class Intake:
             recorded = self._protocol.record(targets, svix_id, durable=self._durable)
             if recorded.schedule_drain:
                 enqueue_drain(self._queue, self._retry_intervals)
-        except (RedisError, NotReplicated):
-            # if Redis is gone, the record stays; a duplicate's WAIT still covers this delivery's writes
-            with contextlib.suppress(RedisError):
-                self._protocol.forget(svix_id)
+        except (RedisError, NotReplicated) as exc:
+            # If Redis is gone, the record stays; a duplicate's WAIT still covers this delivery's writes, and
+            # the sweep queues any drain a kept marker holds back. A Redis that hangs (a timeout) would hang
+            # the forget too, doubling the wait past Svix's 15 s: then the record stays as well.
+            if not isinstance(exc, RedisTimeoutError):
+                with contextlib.suppress(RedisError):
+                    self._protocol.forget(svix_id)
             raise
         return recorded

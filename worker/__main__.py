@@ -32,6 +32,7 @@ from worker.queue import resume_unfinished
 from worker.queue_metrics import QueueCollector
 
 log = logging.getLogger("worker")
+TAKE_OVER_DELAY_S = 2 * DRAIN_LEASE_MS / 1000 + 0.5  # after start, when a dead worker's drain lease has lapsed
 
 
 class BuiltScheduler(RQScheduler):
@@ -130,7 +131,7 @@ def take_over_soon(connection: Redis, retry_intervals: tuple[int, ...]) -> None:
         except RedisError:
             pass  # the main loop reports Redis outages
 
-    timer = threading.Timer(2 * DRAIN_LEASE_MS / 1000 + 0.5, once)
+    timer = threading.Timer(TAKE_OVER_DELAY_S, once)
     timer.daemon = True
     timer.start()
 

@@ -30,7 +30,8 @@ class _Failure:
 
 
 class Gate:
-    """Holds user-membership reads so a test can make Clerk 'slow' at a chosen moment.
+    """Holds user-membership reads (or an org's reads, keyed by org id) so a test can make Clerk
+    'slow' at a chosen moment.
 
     The held request's answer is computed when it arrives, so it carries the data
     Clerk saw before any change the test makes while it is held.

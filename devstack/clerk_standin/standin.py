@@ -128,7 +128,8 @@ class ClerkStandIn:
         self._faults.clear_failures()
 
     def hold(self, user_id: str) -> Gate:
-        """Hold reads of this user's memberships (answer computed at arrival)."""
+        """Hold reads of this user's memberships, or given an org id, reads of that org
+        (``GET /v1/organizations/{id}``); the answer is computed at arrival."""
         return self._faults.hold(user_id)
 
     # ----------------------------------------------------------------- observation
