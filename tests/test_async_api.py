@@ -14,12 +14,12 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 import cache.aio as cache_aio
-from cache import Membership
+from cache import Membership, contract
 from cache.effects import FetchMemberships, RunScript
 from cache.sync_io import SyncIO
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
-from tests.read_apis import Kind, ReadApi
+from tests.read_apis import AsyncApi, Kind, ReadApi
 from tests.support import ALICE, CLERK_KEY, cached_users, held_leases, orgs_with_member, post_event
 
 
@@ -77,30 +77,37 @@ def test_a_lookup_every_caller_gave_up_on_gives_its_lease_back(
     async_api: ReadApi, redis: Redis, clerk: ClerkStandIn
 ) -> None:
     """Two callers share a lookup held in Clerk. The first gives up: its lookup stops and gives its
-    lease back, and the other looks up anew (taking a lease of its own). Both gave up: no lease is
-    left behind, so no one waits for a dead fill."""
+    lease back, and the other looks up anew, taking a lease of its own (another token: the first one's
+    is gone, not merely outlived). Both gave up: no lease is left behind, so no one waits for a dead
+    fill. Each caller gives up when the test cancels it, at a point the stand-in's gate shows."""
+    assert isinstance(async_api, AsyncApi)
     orgs_with_member(clerk, ALICE, "Acme")
+    lease = contract.lease_key(ALICE)
+    loop = async_api._loop
+    callers: list[asyncio.Task[list[Membership]]] = []
 
-    async def callers_give_up(patience: tuple[float, ...]) -> None:
-        lookups = [asyncio.wait_for(async_api.cache.get_memberships(ALICE), timeout=t) for t in patience]
-        outcomes = await asyncio.gather(*lookups, return_exceptions=True)
-        assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
+    async def two_callers() -> list[list[Membership] | BaseException]:
+        # created in one loop turn: the second joins the first's lookup before it sends anything
+        callers.extend(asyncio.create_task(async_api.cache.get_memberships(ALICE)) for _ in range(2))
+        return await asyncio.gather(*callers, return_exceptions=True)
 
-    run = async_api._run  # type: ignore[attr-defined]
     with clerk.hold(ALICE) as gate:
-        first_gave_up = threading.Thread(target=run, args=(callers_give_up((0.2, 1.0)),))
-        first_gave_up.start()
-        assert gate.wait_arrived()
-        threading.Event().wait(0.5)  # the first caller has given up by now, the second has not
-        assert held_leases(redis) == [ALICE]
-        first_gave_up.join(5)
-        deadline = threading.Event()
-        for _ in range(50):  # the second gave up at 1 s: the flight's release reaches Redis just after
-            if not held_leases(redis):
-                break
-            deadline.wait(0.05)
-        assert held_leases(redis) == []
-    assert cached_users(redis) == []  # the cancelled read stored nothing
+        both = asyncio.run_coroutine_threadsafe(two_callers(), loop)
+        assert gate.wait_arrived(timeout=10)
+        first_token = redis.get(lease)
+        assert first_token is not None  # the shared lookup's lease
+        assert async_api.stats.snapshot()["coalesced"] == 1
+        loop.call_soon_threadsafe(callers[0].cancel)  # the first caller gives up
+        assert gate.wait_arrived(timeout=10, count=2), "the other caller did not look up anew"
+        second_token = redis.get(lease)
+        assert second_token is not None, "the other caller's new lookup holds no lease"
+        assert second_token != first_token, "the lease of the lookup its caller gave up on is still held"
+        loop.call_soon_threadsafe(callers[1].cancel)  # and the other gives up too
+        outcomes = both.result(timeout=10)
+        assert [type(outcome) for outcome in outcomes] == [asyncio.CancelledError] * 2
+        assert held_leases(redis) == []  # each lookup gave its lease back before its caller heard
+    assert clerk.call_count() == 2
+    assert cached_users(redis) == []  # the cancelled reads stored nothing
     assert [m.organization_name for m in async_api.get_memberships(ALICE)] == ["Acme"]
 
 
