@@ -10,6 +10,7 @@ import secrets
 import threading
 
 from devstack.clerk_standin.records import Membership, Org, User
+from devstack.clerk_standin.roles import Roles
 from devstack.clerk_standin.sample import MEMBERSHIPS, ORG_NAMES, PROFILES, SAMPLE_ORG_IDS, SAMPLE_USER_IDS
 from devstack.clerk_standin.shapes import (
     JSON,
@@ -50,6 +51,7 @@ class Model:
         self._by_user: dict[str, dict[str, Membership]] = {}
         self._by_org: dict[str, dict[str, Membership]] = {}
         self._seq = 0
+        self.roles = Roles()
 
     # ----------------------------------------------------------------- reads
 
@@ -57,7 +59,8 @@ class Model:
         return org_json(org, len(self._by_org.get(org.id, {})))
 
     def membership_json(self, m: Membership) -> JSON:
-        return membership_json(m, self.org_json(self._orgs[m.org_id]), self._user(m.user_id))
+        organization, user = self.org_json(self._orgs[m.org_id]), self._user(m.user_id)
+        return membership_json(m, organization, user, self.roles.role_name(m.role), self.roles.permissions_of(m.role))
 
     def find_org(self, id_or_slug: str) -> Org | None:
         """By id, else by slug (Clerk accepts either on GET /organizations/{id})."""
@@ -166,6 +169,7 @@ class Model:
                     f"{user_id} is already a member of {org_id}",
                 )
             self._user(user_id)
+            self.roles.ensure(role)
             self._seq += 1
             now = now_ms()
             m = Membership(_rand_id("orgmem_", 27), user_id, org_id, role, now, now, self._seq)
@@ -177,6 +181,7 @@ class Model:
         """organizationMembership.updated (role change)."""
         with self.lock:
             m = self._get_membership(user_id, org_id)
+            self.roles.ensure(role)
             m.role = role
             m.updated_at = max(now_ms(), m.updated_at + 1)
             return envelope("organizationMembership.updated", self.membership_json(m))
@@ -188,6 +193,37 @@ class Model:
             del self._by_user[user_id][org_id]
             del self._by_org[org_id][user_id]
             return envelope("organizationMembership.deleted", data)
+
+    def create_role(self, key: str, name: str, permissions: list[str]) -> JSON:
+        """role.created."""
+        with self.lock:
+            return envelope("role.created", self.roles.create(key, name, permissions))
+
+    def update_role(self, key: str, *, permissions: list[str] | None = None, name: str | None = None) -> JSON:
+        """role.updated: every member holding the role now reads the new permissions; the event names none."""
+        with self.lock:
+            return envelope("role.updated", self.roles.update(key, permissions=permissions, name=name))
+
+    def delete_role(self, key: str) -> JSON:
+        """role.deleted (id only); refused while a member holds the role."""
+        with self.lock:
+            held = lambda role: any(m.role == role for ms in self._by_org.values() for m in ms.values())  # noqa: E731
+            return envelope("role.deleted", self.roles.delete(key, held))
+
+    def create_permission(self, key: str, name: str | None = None) -> JSON:
+        """permission.created."""
+        with self.lock:
+            return envelope("permission.created", self.roles.create_permission(key, name))
+
+    def update_permission(self, key: str, *, new_key: str | None = None, name: str | None = None) -> JSON:
+        """permission.updated (a new key renames it in every role)."""
+        with self.lock:
+            return envelope("permission.updated", self.roles.update_permission(key, new_key=new_key, name=name))
+
+    def delete_permission(self, key: str) -> JSON:
+        """permission.deleted (id only): every role, and so every membership, loses it."""
+        with self.lock:
+            return envelope("permission.deleted", self.roles.delete_permission(key))
 
     def delete_user(self, user_id: str) -> JSON:
         """user.deleted; the user's memberships vanish and API reads then answer 404."""

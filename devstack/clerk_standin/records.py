@@ -30,3 +30,26 @@ class Membership:
     created_at: int
     updated_at: int
     seq: int  # creation order; breaks created_at ties deterministically
+
+
+@dataclass
+class Permission:
+    id: str
+    key: str  # org:<feature>:<action>; org:sys_* for Clerk's system permissions
+    name: str
+    description: str
+    type: str  # "system" or "custom"
+    created_at: int
+    updated_at: int
+
+
+@dataclass
+class Role:
+    id: str
+    key: str  # org:<role>
+    name: str
+    description: str | None
+    permission_ids: list[str]  # in the order they were given
+    created_at: int
+    updated_at: int
+    seq: int  # creation order; breaks created_at ties deterministically

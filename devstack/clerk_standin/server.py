@@ -1,4 +1,4 @@
-"""The HTTP side: a real loopback server answering Clerk's three read paths.
+"""The HTTP side: a real loopback server answering the Clerk read paths the cache uses.
 
 A real server, so the code under test exercises its real HTTP client, paging, auth
 header, retries and connection reuse:
@@ -6,6 +6,8 @@ header, retries and connection reuse:
 * ``GET /v1/users/{user_id}/organization_memberships?limit=&offset=``
 * ``GET /v1/organizations/{org_id}/memberships?limit=&offset=&order_by=&user_id=``
 * ``GET /v1/organizations/{org_id_or_slug}``
+* ``GET /v1/organization_roles?limit=&offset=``, ``GET /v1/organization_roles/{role_id}``,
+  ``GET /v1/organization_permissions?limit=&offset=``
 """
 
 import contextlib
@@ -96,6 +98,8 @@ class Api:
         n = len(segs)
         if n == 4 and segs[:2] == ["v1", "users"] and segs[3] == "organization_memberships":
             return self._user_memberships(segs[2], query)
+        if n in (2, 3) and segs[:2] in (["v1", "organization_roles"], ["v1", "organization_permissions"]):
+            return self._roles(segs, query)
         is_org_ms = n == 4 and segs[:2] == ["v1", "organizations"] and segs[3] == "memberships"
         if not (is_org_ms or (n == 3 and segs[:2] == ["v1", "organizations"])):
             return StandInNotFound("Resource not found").response()
@@ -117,6 +121,19 @@ class Api:
         if gate is not None:
             gate.block()  # answer already computed: a slow read of the old org
         return response
+
+    def _roles(self, segs: list[str], query: Query) -> Response:
+        """``GET /organization_roles[/{id}]`` and ``GET /organization_permissions``: the instance's catalogue."""
+        with self._model.lock:
+            if len(segs) == 3:
+                if segs[1] != "organization_roles":
+                    raise StandInNotFound("Resource not found")
+                return Response(200, dumps(self._model.roles.role_by_id(segs[2])))
+            roles = segs[1] == "organization_roles"
+            items = self._model.roles.list_roles() if roles else self._model.roles.list_permissions()
+        limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
+        offset = _int_param(query, "offset", 0, 0, None)
+        return Response(200, dumps({"data": items[offset : offset + limit], "total_count": len(items)}))
 
     def _user_memberships(self, user_id: str, query: Query) -> Response:
         try:

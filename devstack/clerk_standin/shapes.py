@@ -16,16 +16,6 @@ JSON = dict[str, Any]
 
 INSTANCE_ID = "ins_standin"
 
-_ADMIN_PERMISSIONS = [
-    "org:sys_profile:manage",
-    "org:sys_profile:delete",
-    "org:sys_memberships:read",
-    "org:sys_memberships:manage",
-    "org:sys_domains:read",
-    "org:sys_domains:manage",
-]
-_MEMBER_PERMISSIONS = ["org:sys_memberships:read"]
-
 # Per-status defaults, so an injected failure carries the body Clerk would send.
 _DEFAULT_ERRORS: dict[int, tuple[str, str, str]] = {
     400: ("bad_request", "Bad request", "The request was malformed."),
@@ -162,14 +152,15 @@ def deleted_user_json(user_id: str) -> JSON:
     return {"object": "user", "id": user_id, "deleted": True}
 
 
-def membership_json(m: Membership, organization: JSON, user: User) -> JSON:
-    """An organization_membership embedding the org as it is now (Clerk embeds it live)."""
+def membership_json(m: Membership, organization: JSON, user: User, role_name: str, permissions: list[str]) -> JSON:
+    """An organization_membership embedding the org and the role's permissions as they are now (Clerk reads both
+    live)."""
     return {
         "object": "organization_membership",
         "id": m.id,
         "role": m.role,
-        "role_name": _role_name(m.role),
-        "permissions": _role_permissions(m.role),
+        "role_name": role_name,
+        "permissions": permissions,
         "public_metadata": {},
         "created_at": m.created_at,
         "updated_at": m.updated_at,
@@ -183,20 +174,3 @@ def membership_json(m: Membership, organization: JSON, user: User) -> JSON:
             "has_image": False,
         },
     }
-
-
-def _role_name(role: str) -> str:
-    if role in ("org:admin", "admin"):
-        return "Admin"
-    if role in ("org:member", "basic_member"):
-        return "Member"
-    return role.split(":", 1)[-1].replace("_", " ").title()
-
-
-def _role_permissions(role: str) -> list[str]:
-    if role in ("org:admin", "admin"):
-        return list(_ADMIN_PERMISSIONS)
-    if role in ("org:member", "basic_member"):
-        return list(_MEMBER_PERMISSIONS)
-    key = role.split(":", 1)[-1]
-    return [*_MEMBER_PERMISSIONS, f"org:{key}:read", f"org:{key}:manage"]

@@ -92,6 +92,24 @@ class ClerkStandIn:
     def delete_user(self, user_id: str) -> JSON:
         return self._model.delete_user(user_id)
 
+    def create_role(self, key: str, name: str, permissions: list[str]) -> JSON:
+        return self._model.create_role(key, name, permissions)
+
+    def update_role(self, key: str, *, permissions: list[str] | None = None, name: str | None = None) -> JSON:
+        return self._model.update_role(key, permissions=permissions, name=name)
+
+    def delete_role(self, key: str) -> JSON:
+        return self._model.delete_role(key)
+
+    def create_permission(self, key: str, name: str | None = None) -> JSON:
+        return self._model.create_permission(key, name)
+
+    def update_permission(self, key: str, *, new_key: str | None = None, name: str | None = None) -> JSON:
+        return self._model.update_permission(key, new_key=new_key, name=name)
+
+    def delete_permission(self, key: str) -> JSON:
+        return self._model.delete_permission(key)
+
     def seed_sample(self) -> None:
         self._model.seed_sample()
 
