@@ -6,10 +6,12 @@ enforces Clerk's own rule (fixed windows, 429 with Retry-After) at the same scal
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -99,35 +101,45 @@ def test_a_429_seen_by_one_process_pauses_the_others(
     assert len(first_calls) == 2 and first_calls[1] >= paused_until - 0.005  # as from the process that got the 429
 
 
+@contextlib.contextmanager
+def rewarming(budget: ClerkBudget, threads: int) -> Iterator[list[float]]:
+    """``threads`` re-warm callers taking slots as fast as the budget gives them (a fast Clerk, many
+    workers); yields the times of their grants, which keeps growing until the block ends."""
+    stop = threading.Event()
+    grants: list[float] = []
+
+    def take_forever() -> None:
+        while not stop.is_set():
+            budget.take(Priority.REWARM)
+            grants.append(time.monotonic())
+
+    callers = [threading.Thread(target=take_forever) for _ in range(threads)]
+    for caller in callers:
+        caller.start()
+    try:
+        yield grants
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(10)
+
+
+def most_in_one_window(grants: list[float], window_s: float) -> int:
+    return max(sum(1 for t in grants if start <= t < start + window_s) for start in grants)
+
+
 def test_interactive_lookups_are_served_while_rewarming_saturates_the_budget(
     redis_server: RedisServer, redis: Redis
 ) -> None:
     rewarm = ClerkBudget(Redis.from_url(redis_server.url), policy())
     interactive = ClerkBudget(Redis.from_url(redis_server.url), policy(interactive_wait_s=1.0))
-    stop = threading.Event()
-    rewarm_grants: list[float] = []
-
-    def rewarming() -> None:
-        while not stop.is_set():
-            rewarm.take(Priority.REWARM)
-            rewarm_grants.append(time.monotonic())
-
-    threads = [threading.Thread(target=rewarming) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.2)  # re-warming has taken all it may
-    try:
+    with rewarming(rewarm, threads=4) as rewarm_grants:
+        time.sleep(1.2)  # re-warming has taken all it may
         for _ in range(12):
             interactive.take(Priority.INTERACTIVE)  # raises ClerkRateLimited if it had to wait past 1 s
             time.sleep(0.1)
-    finally:
-        stop.set()
-        redis.delete("clerk-org-cache:clerk-paused-until")  # nothing to undo; keeps the threads' last take short
-        for thread in threads:
-            thread.join(5)
-    window_counts = [sum(1 for t in rewarm_grants if start <= t < start + WINDOW_S) for start in rewarm_grants]
-    assert max(window_counts) <= LIMIT - 3  # re-warming never took the reserve...
-    assert max(window_counts) >= 0.85 * (LIMIT - 3)  # ...and had the rest of the budget when nobody else used it
+    assert most_in_one_window(rewarm_grants, WINDOW_S) <= LIMIT - 3  # re-warming never took the reserve...
+    assert most_in_one_window(rewarm_grants, WINDOW_S) >= 0.85 * (LIMIT - 3)  # ...and had the rest when unused
 
 
 def test_a_lookup_arriving_once_rewarming_has_used_the_window_gets_a_slot_within_the_interactive_wait(
@@ -145,19 +157,8 @@ def test_a_lookup_arriving_once_rewarming_has_used_the_window_gets_a_slot_within
         Redis.from_url(redis_server.url),
         BudgetPolicy(limit=limit, window_s=window_s, reserve=reserve, interactive_wait_s=window_s / 5),
     )
-    stop = threading.Event()
-    rewarm_grants: list[float] = []
-
-    def rewarming() -> None:
-        while not stop.is_set():
-            rewarm.take(Priority.REWARM)
-            rewarm_grants.append(time.monotonic())
-
-    threads = [threading.Thread(target=rewarming) for _ in range(8)]
-    for thread in threads:
-        thread.start()
     refused, waits = 0, []
-    try:
+    with rewarming(rewarm, threads=8) as rewarm_grants:
         time.sleep(1.5 * window_s)  # re-warming has had all a window allows, and keeps asking
         for _ in range(3):  # three bursts, each of three times the reserve
             burst_start = time.monotonic()
@@ -169,13 +170,8 @@ def test_a_lookup_arriving_once_rewarming_has_used_the_window_gets_a_slot_within
                     refused += 1
                 waits.append(time.monotonic() - started)
             time.sleep(max(0.0, burst_start + window_s / 3 - time.monotonic()))
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
     assert refused == 0, f"{refused} of {len(waits)} interactive calls found no slot; waits {sorted(waits)[-3:]}"
-    in_window = [sum(1 for t in rewarm_grants if start <= t < start + window_s) for start in rewarm_grants]
-    assert max(in_window) <= limit - reserve  # re-warming never took the reserve
+    assert most_in_one_window(rewarm_grants, window_s) <= limit - reserve  # re-warming never took the reserve
     assert len(rewarm_grants) >= 0.85 * (limit - reserve) * 2  # and it used what was left: two windows' worth
 
 
