@@ -120,6 +120,12 @@ def test_rate_limited_then_success(api: ReadApi, clerk: ClerkStandIn) -> None:
     assert len(api.get_memberships(ALICE)) == 1
 
 
+def assert_nothing_stored_and_the_lease_given_back(redis: Redis, user_id: str) -> None:
+    assert redis.get(user_orgs_key(user_id)) is None
+    assert redis.exists(lease_key(user_id)) == 0
+    assert cached_users(redis) == [] and held_leases(redis) == []
+
+
 def test_persistent_outage_raises_typed_error_and_stores_nothing(
     open_api: Callable[..., ReadApi], redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
 ) -> None:
@@ -131,9 +137,7 @@ def test_persistent_outage_raises_typed_error_and_stores_nothing(
     with pytest.raises(ClerkUnavailable, match="503"):
         c.get_memberships(ALICE)
     assert clerk.call_count() == attempts  # retried to the bound, and not once more
-    assert redis.get(user_orgs_key(ALICE)) is None  # nothing stored
-    assert redis.exists(lease_key(ALICE)) == 0  # the lease was given back
-    assert cached_users(redis) == [] and held_leases(redis) == []
+    assert_nothing_stored_and_the_lease_given_back(redis, ALICE)
 
 
 def test_garbage_json_is_never_cached(
@@ -145,9 +149,7 @@ def test_garbage_json_is_never_cached(
     with pytest.raises(ClerkUnavailable, match="not JSON"):
         c.get_memberships(ALICE)
     assert clerk.call_count() == attempts  # retried to the bound, and not once more
-    assert redis.get(user_orgs_key(ALICE)) is None  # nothing stored
-    assert redis.exists(lease_key(ALICE)) == 0  # the lease was given back
-    assert cached_users(redis) == [] and held_leases(redis) == []
+    assert_nothing_stored_and_the_lease_given_back(redis, ALICE)
 
 
 def _without(obj: dict[str, Any], *path: str) -> dict[str, Any]:
@@ -179,9 +181,7 @@ def test_a_malformed_membership_is_never_cached(api: ReadApi, redis: Redis, cler
     clerk.fail_next(10, status=200, body=json.dumps(MALFORMED[shape](good)))
     with pytest.raises(ClerkUnavailable, match=r"^Clerk answered a (malformed membership|list without data|list elem)"):
         api.get_memberships(ALICE)
-    assert redis.get(user_orgs_key(ALICE)) is None  # nothing stored
-    assert redis.exists(lease_key(ALICE)) == 0  # the lease was given back
-    assert cached_users(redis) == [] and held_leases(redis) == []
+    assert_nothing_stored_and_the_lease_given_back(redis, ALICE)
     # the control: the same body with the well-formed membership alone is served and stored
     clerk.clear_failures()
     clerk.fail_next(1, status=200, body=json.dumps({"data": [good], "total_count": 1}))
