@@ -115,6 +115,23 @@ def test_the_readme_opens_with_the_two_commands_and_they_exist() -> None:
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("exec ./dev test")
 
 
+def test_the_file_map_names_paths_that_exist() -> None:
+    """Each row's first cell: a path, then names in the same folder (``webhook/app.py``, ``routes.py``)."""
+    section = README.read_text().split("\n## File map\n", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            if "/" in name:
+                folder = name if name.endswith("/") else name.rsplit("/", 1)[0] + "/"
+                path = name
+            else:
+                path = folder + name
+            if not list(REPO.glob(path.rstrip("/"))):
+                missing.append(path)
+    assert not missing, missing
+
+
 def prose(text: str) -> str:
     """The text without fenced code blocks and inline code, where a ``](`` is not a link."""
     return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
