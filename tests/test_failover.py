@@ -271,7 +271,9 @@ def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     durable.get_memberships(ALICE)
     for replica in topology.replicas:
         replica.client_pause(1500, "WRITE")
-    with pytest.raises(NotReplicated, match="0 of 2"):
+    # both are paused, so at most one (paused a moment later, on a loaded machine) may still acknowledge:
+    # every replica is required, so anything short of 2 must raise
+    with pytest.raises(NotReplicated, match=r"reached [01] of 2 required"):
         durable.invalidate(ALICE)
     primary = Redis.from_url(topology.primary.url)
     assert primary.exists(f"user-orgs:{ALICE}") == 0  # the invalidation stands on the primary meanwhile
