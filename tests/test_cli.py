@@ -35,7 +35,7 @@ COMMANDS = ["get", "invalidate", "invalidate-org", "warm", "stats", "requeue-fai
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return run_module("service.cli", *args, env={**os.environ, **(env or {})}, stdin=stdin)
+    return run_module("clerk_org_cache_cli", *args, env={**os.environ, **(env or {})}, stdin=stdin)
 
 
 @pytest.fixture

@@ -75,12 +75,12 @@ def test_warm_with_a_user_named_twice_works_and_leaves_no_lease(
     cached_member(clerk, cache, ALICE)
     redis.delete(user_orgs_key(ALICE))
     env = {**os.environ, **service_env(redis_server.url, clerk.url)}
-    result = run_module("service.cli", "warm", ALICE, ALICE, env=env)
+    result = run_module("clerk_org_cache_cli", "warm", ALICE, ALICE, env=env)
     assert result.returncode == 0, result.stderr
     assert stored(redis, ALICE) is not None and held_leases(redis) == []
     clerk.fail_next(100, status=503)
     redis.delete(user_orgs_key(ALICE))
-    failed = run_module("service.cli", "warm", ALICE, ALICE, env=env)
+    failed = run_module("clerk_org_cache_cli", "warm", ALICE, ALICE, env=env)
     assert failed.returncode == 1
     assert held_leases(redis) == []  # given back on the error path too
 
