@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+from clerk_org_cache_cli.commands import main as cli_main
 from devstack.clerk_standin import SAMPLE_ORG_IDS, SAMPLE_USER_IDS
 from devstack.serve import signing_secret_file
-from service.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:

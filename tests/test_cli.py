@@ -23,11 +23,13 @@ from tests.support import (
     SIGNING_SECRET,
     cached_member,
     failed_jobs,
+    held_leases,
     job_queue,
     queued_jobs,
     run_module,
     service_env,
     stack_env,
+    stored,
     work_burst,
 )
 
@@ -35,7 +37,7 @@ COMMANDS = ["get", "invalidate", "invalidate-org", "warm", "stats", "requeue-fai
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return run_module("service.cli", *args, env={**os.environ, **(env or {})}, stdin=stdin)
+    return run_module("clerk_org_cache_cli", *args, env={**os.environ, **(env or {})}, stdin=stdin)
 
 
 @pytest.fixture
@@ -95,6 +97,23 @@ def test_warm_failure_exits_non_zero_with_one_line(env: dict[str, str], clerk: C
     assert result.stderr.strip().splitlines()[-1] == (
         "clerk-org-cache warm: 1 of 1 user(s) could not be read from Clerk"
     )
+
+
+def test_warm_with_a_user_named_twice_works_and_leaves_no_lease(
+    redis_server: RedisServer, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """Found: `warm user_x user_x` crashed after taking the leases, voiding fills in flight for 15 s."""
+    cached_member(clerk, cache, ALICE)
+    redis.delete(user_orgs_key(ALICE))
+    env = {**os.environ, **service_env(redis_server.url, clerk.url)}
+    result = run_module("clerk_org_cache_cli", "warm", ALICE, ALICE, env=env)
+    assert result.returncode == 0, result.stderr
+    assert stored(redis, ALICE) is not None and held_leases(redis) == []
+    clerk.fail_next(100, status=503)
+    redis.delete(user_orgs_key(ALICE))
+    failed = run_module("clerk_org_cache_cli", "warm", ALICE, ALICE, env=env)
+    assert failed.returncode == 1
+    assert held_leases(redis) == []  # given back on the error path too
 
 
 def test_stats_and_requeue_failed(env: dict[str, str], redis_server: RedisServer, redis: Redis) -> None:

@@ -21,11 +21,13 @@ from redis.exceptions import ResponseError
 import cache as cache_package
 from cache import contract
 from cache.aio.io import AsyncIO
+from cache.contract import CHANGE_SEQ_KEY, lease_key, stash_key, user_orgs_key
 from cache.effects import RunScript
-from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, script_source, without_shebang
+from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, new_token, script_source, without_shebang
 from cache.scripts import script_text
 from cache.sync_io import SyncIO
 from devstack.redis_server import RedisServer
+from tests.support import ALICE, held_leases
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "cache" / "lua"
 LUA_FILES = sorted(LUA_DIR.glob("*.lua"))
@@ -181,3 +183,20 @@ def test_acquire_and_fill_hold_the_lease_rule_under_plain_eval(redis: Redis) -> 
 
     # the Python side sees the same state: a hit, with the value the plain EVAL stored
     assert Protocol(redis).acquire(user, "token-c", 5000) == (Acquired.HIT, value)
+
+
+@pytest.mark.parametrize("script", ["acquire", "acquire_patch"])
+def test_the_lease_cap_is_enforced_by_the_script_itself(redis: Redis, script: str) -> None:
+    """Found: only Python checked MAX_LEASE_MS; a 600 s lease was granted to a direct caller, longer
+    than the 120 s an org change is remembered, so a slow first fill could pass the org-change check."""
+    keys = [user_orgs_key(ALICE), lease_key(ALICE), CHANGE_SEQ_KEY]
+    args: list[str | int] = [new_token(), 600_000]
+    if script == "acquire":
+        args.append("0")
+    else:
+        keys.append(stash_key(ALICE))
+    with pytest.raises(ResponseError, match="lease lifetime must be 1 to 60000 ms"):
+        redis.eval(script_source(script), len(keys), *keys, *args)
+    assert held_leases(redis) == []
+    redis.eval(script_source(script), len(keys), *keys, *args[:1], 60_000, *args[2:])
+    assert held_leases(redis) == [ALICE]

@@ -285,7 +285,8 @@ def test_importing_the_library_registers_only_lookup_metrics() -> None:
         "import sys, cache, prometheus_client\n"
         "names = sorted(m.name for m in prometheus_client.REGISTRY.collect() if m.name.startswith('clerk_'))\n"
         "print(names)\n"
-        "print(sorted(n for n in ('flask', 'rq', 'gunicorn', 'webhook', 'worker', 'service') if n in sys.modules))\n"
+        "service_modules = ('flask', 'rq', 'gunicorn', 'webhook', 'worker', 'service', 'clerk_org_cache_cli')\n"
+        "print(sorted(n for n in service_modules if n in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     names, web_or_worker_modules = result.stdout.strip().splitlines()

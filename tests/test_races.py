@@ -12,10 +12,11 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from cache import MembershipCache
-from cache.contract import decode_memberships, user_orgs_key
+from cache.contract import decode_memberships, stash_key, user_orgs_key
+from cache.protocol import PatchAction, PatchOutcome, Protocol, new_token
 from devstack.clerk_standin import ClerkStandIn
 from tests.read_apis import ReadApi
-from tests.support import ALICE, cached_member, lease_held, post_event, wait_until_drained
+from tests.support import ALICE, cached_member, lease_held, orgs_awaiting_patch, post_event, stored, wait_until_drained
 
 
 def held_lookup(
@@ -198,3 +199,24 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
     assert cached(redis, ALICE) is None
     run_worker()
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
+
+
+def test_a_second_org_event_during_a_patch_is_not_lost(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    """Found: the patch took its leases, then read the stashes; a second org event re-stashing the value
+    in between was settled as if patched, and the user was dropped. Now lease and stash are read in one
+    step, so the patch settles against the stash it read and the newer one waits for the next pass."""
+    acme = cached_member(clerk, cache, ALICE)
+    assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
+    assert cache.get_memberships(ALICE)  # a lookup refills the value; the first stash is still there
+    protocol = Protocol(cache.redis)
+    [(_, first_stash)] = protocol.acquire_patch_many([(ALICE, new_token())], 15_000)
+    assert first_stash is not None  # read in the same step as the (HIT) acquire
+    assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # re-stashes the value
+    protocol.finish_patch(acme, [PatchOutcome(ALICE, first_stash, PatchAction.DONE)])
+    assert redis.exists(stash_key(ALICE)) == 1 and f"o:{acme}" in orgs_awaiting_patch(redis)  # the newer waits
+    clerk.reset_counts()
+    run_worker()
+    assert [m["organizationName"] for m in stored(redis, ALICE)] == ["Acme 3"]
+    assert clerk.call_count("/v1/users/") == 0  # patched from one org read, not re-read in full

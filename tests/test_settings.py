@@ -36,7 +36,7 @@ BAD = {
     "LOG_FORMAT": "xml",
     "LOG_LEVEL": "verbose",
 }
-MODULES = {"worker": "worker", "web": "webhook", "cli": "service.cli"}
+MODULES = {"worker": "worker", "web": "webhook", "cli": "clerk_org_cache_cli"}
 
 
 def run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

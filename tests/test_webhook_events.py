@@ -381,6 +381,29 @@ def test_a_patch_never_extends_how_long_memberships_go_unread(
     assert 0 < redis.ttl(user_orgs_key(ALICE)) <= 40
 
 
+def test_org_patches_never_push_a_values_expiry_back(
+    client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
+) -> None:
+    """Found: each patch re-set the value's remaining TTL *after* a slow org read, adding its duration.
+
+    Reproduced: 11 renames patched with a 2 s org read kept a 10 s value alive past 22 s. Now a
+    patched value keeps its stash's absolute expiry, so it is gone USER_ORGS_TTL_SECONDS after the
+    lease under which Clerk's memberships were read."""
+    short = MembershipCache(cache.redis, cache.clerk, ttl_seconds=5)  # outlives 3 slow patches on a busy machine
+    acme = cached_member(clerk, short, ALICE)
+    expires_at = redis.pexpiretime(user_orgs_key(ALICE))
+    assert expires_at > 0
+    clerk.latency_s = 0.4  # each patch's org read is slow
+    for n in range(3):
+        assert post_event(client, clerk.update_org(acme, name=f"Acme {n}")).status_code == 200
+        run_worker()
+        assert f"Acme {n}" in (redis.get(user_orgs_key(ALICE)) or "")
+        assert redis.pexpiretime(user_orgs_key(ALICE)) == expires_at  # exactly the first fill's expiry
+    clerk.remove_membership(ALICE, acme)  # in Clerk only: its webhook has not arrived
+    time.sleep(max(0.0, expires_at / 1000 - time.time()) + 0.05)
+    assert short.get_memberships(ALICE) == []  # the value is gone on time: Clerk answers
+
+
 def test_a_rename_while_the_patch_reads_clerk_ends_with_the_latest_name(
     client: FlaskClient, cache: MembershipCache, redis: Redis, clerk: ClerkStandIn, run_worker: Callable[[], int]
 ) -> None:

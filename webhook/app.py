@@ -1,4 +1,4 @@
-"""The app factory: it reads the settings and wires the intake extension; nothing else.
+"""The app factory: it reads the settings, stores the intake extension and registers the routes; nothing else.
 
 Tests pass a Redis client pointed at their own server. Start-up checks of the Redis
 and logging set-up belong to the process (``python -m webhook``), not to the factory.
@@ -15,7 +15,7 @@ from redis import Redis
 
 from cache.config import Settings
 from webhook.extension import WebhookIntake
-from webhook.routes import MAX_BODY_BYTES
+from webhook.routes import MAX_BODY_BYTES, blueprint
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None = None) -> Flask:
@@ -30,4 +30,5 @@ def create_app(config: Mapping[str, Any] | None = None, *, redis: Redis | None =
     # One byte over the limit: a chunked body (no Content-Length) is cut there by Werkzeug, and the route refuses it.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     WebhookIntake(settings, redis=redis).init_app(app)
+    app.register_blueprint(blueprint)
     return app

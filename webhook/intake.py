@@ -24,7 +24,9 @@ from cache.protocol import Protocol, Recorded, Target
 from worker.queue import enqueue_drain, refresh_queue
 
 
-class Intake:
+class EventRecorder:
+    """Records the verified events the routes hand it; the worker refreshes what they invalidated."""
+
     def __init__(
         self,
         redis: Redis,
@@ -36,7 +38,7 @@ class Intake:
         self._retry_intervals = retry_intervals
         self._durable = durable
 
-    def record(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
+    def record_event(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
         """Raises RedisError, or NotReplicated when too few replicas acknowledged in time: the
         event is not recorded safely (answer 503: Svix retries, and the retry is not taken for a
         duplicate, since the message id is forgotten)."""

@@ -78,7 +78,7 @@ def clerk_webhook() -> tuple[Response, int]:
         return _outcome("ignored")
     g.target = {("user_id" if t.kind in "ud" else "org_id"): t.id for t in targets}
     try:
-        recorded = intake.intake.record(g.svix_id, targets)
+        recorded = intake.recorder.record_event(g.svix_id, targets)
     except InvalidId:
         raise WebhookRejected(400, "invalid_svix_id", "svix-id is not a Svix message id") from None
     except (RedisError, NotReplicated) as exc:

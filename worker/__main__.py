@@ -1,9 +1,5 @@
-"""``python -m worker``: validate the environment, then run an RQ worker on our queue.
-
-SimpleWorker runs jobs in the worker process itself: our jobs are short and
-trusted, and skipping a fork per job more than doubles throughput. The scheduler
-is on because job retries with intervals need it.
-"""
+"""``python -m worker``: validate the environment, then run a `DrainWorker` on our queue,
+and a new one whenever Redis took the last one down."""
 
 from __future__ import annotations
 
@@ -12,85 +8,25 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import cast
 
 from prometheus_client import REGISTRY, start_http_server
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker
-from rq.scheduler import RQScheduler
+from rq import Queue
 
-from cache.config import DEFAULT_RETRY_INTERVALS, settings_or_exit
+from cache.config import settings_or_exit
 from cache.connections import RedisTarget, Role, redis_client
 from cache.contract import QUEUE_NAME
 from cache.protocol import DRAIN_LEASE_MS
 from service.logs import configure_logging
 from service.redis_checks import log_risky_settings
 from worker import jobs
+from worker.drain_worker import DrainWorker
 from worker.queue import resume_unfinished
 from worker.queue_metrics import QueueCollector
 
 log = logging.getLogger("worker")
 TAKE_OVER_DELAY_S = 2 * DRAIN_LEASE_MS / 1000 + 0.5  # after start, when a dead worker's drain lease has lapsed
-
-
-class BuiltScheduler(RQScheduler):
-    """RQ's scheduler, connecting through our client builder instead of copying the worker's pool
-    (RQ rebuilds a plain ConnectionPool from the pool's connection class, which breaks a Sentinel pool)."""
-
-    connect: Callable[[], Redis] = staticmethod(lambda: Redis())
-
-    @property
-    def connection(self) -> Redis:
-        if self._connection is None:
-            self._connection = type(self).connect()  # type: ignore[assignment]
-        return cast(Redis, self._connection)
-
-
-class DrainWorker(SimpleWorker):
-    """RQ's SimpleWorker whose maintenance pass also queues a drain for work no job is handling
-    (a lost enqueue, a job whose retries ran out), and which tells a shutdown from a crash.
-
-    RQ runs maintenance between jobs and whenever its blocking dequeue times out, so the
-    pass comes every ``maintenance_interval`` seconds while idle provided the dequeue
-    timeout (``worker_ttl`` - 15 s) is no longer: `for_interval` sizes both.
-    """
-
-    signalled = False
-    retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
-
-    @classmethod
-    def for_interval(cls, queue: Queue, connection: Redis, interval_s: float) -> DrainWorker:
-        worker_ttl = max(16, min(60, int(interval_s) + 15))  # the dequeue blocks worker_ttl - 15 s at most
-        return cls([queue], connection=connection, worker_ttl=worker_ttl, maintenance_interval=interval_s)  # type: ignore[arg-type]
-
-    def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
-        try:
-            if resume_unfinished(self.connection, self.retry_intervals):
-                log.info("queued a drain for work no job was handling")
-        except RedisError:
-            pass  # the main loop reports Redis outages
-
-    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO", *args: object) -> None:
-        """RQ's own `_start_scheduler`, with `BuiltScheduler` in place of RQScheduler."""
-        self.scheduler = BuiltScheduler(self.queues, connection=self.connection, serializer=self.serializer)
-        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
-        if self.scheduler.acquired_locks:
-            if burst:
-                try:
-                    self.scheduler.register_birth()
-                    self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
-                finally:
-                    self.scheduler.release_locks()  # type: ignore[no-untyped-call]
-                    self.scheduler.register_death()
-            else:
-                self.scheduler.start()  # type: ignore[no-untyped-call]
-
-    def request_stop(self, signum: int, frame: object) -> None:
-        self.signalled = True
-        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
 def wait_for_primary(connection: Redis) -> None:
@@ -142,23 +78,27 @@ def main() -> int:
     jobs.configure(settings)
     target = RedisTarget.from_settings(settings)
     connection = redis_client(target, Role.WORKER)  # RQ's own client; the jobs build a fail-fast one
-    BuiltScheduler.connect = staticmethod(lambda: redis_client(target, Role.WORKER))
     log_risky_settings(connection, log)
     queue = Queue(QUEUE_NAME, connection=connection)
     if settings.worker_metrics_port is not None:
         REGISTRY.register(QueueCollector(connection))
         start_http_server(settings.worker_metrics_port)
         log.info("metrics on port %d", settings.worker_metrics_port)
-    DrainWorker.retry_intervals = settings.refresh_retry_intervals
     take_over_soon(connection, settings.refresh_retry_intervals)
     while True:
         # RQ's worker quits on a Redis error mid-job; a Redis restart must not take the worker down with it
         # (on a Procfile host under honcho, one process exiting stops them all).
         wait_for_primary(connection)
-        worker = DrainWorker.for_interval(queue, connection, settings.worker_sweep_seconds)
+        worker = DrainWorker.for_interval(
+            queue,
+            settings.worker_sweep_seconds,
+            connection=connection,
+            connect_scheduler=lambda: redis_client(target, Role.WORKER),
+            retry_intervals=settings.refresh_retry_intervals,
+        )
         started = time.monotonic()
         try:
-            worker.work(with_scheduler=True)  # maintenance runs first: it resumes what a dead worker left
+            worker.work()  # with its scheduler; maintenance runs first: it resumes what a dead worker left
         except RedisError as exc:
             log.warning("worker lost Redis (%s)", type(exc).__name__)
         if worker.signalled:  # SIGTERM or SIGINT: a warm shutdown

@@ -332,7 +332,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc) if isinstance(exc, ClerkCacheError) else f"Redis: {type(exc).__name__}: check REDIS_URL"
         print(f"clerk-org-cache {args.command}: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
