@@ -20,6 +20,8 @@ machine, against the same private redis-server and Clerk stand-in:
 12. async       cache.aio: hit vs redis.asyncio GET + json.loads; 1,000 concurrent cold lookups of one
                 user -> Clerk calls; event-loop lag during a storm of misses vs the sync API called
                 from the loop (bench/async_api.py)
+13. django      what @require_org_role adds to a Django request (sync view, async view; warm cache) vs
+                the same view without it, against the lookup's own hit cost (bench/django_authz.py)
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import redis as redis_py
 import requests
 from redis import Redis
 
-from bench import async_api
+from bench import async_api, django_authz
 from bench.async_api import async_lines
 from bench.clerk_budget import budget_line, budget_under_storms
 from bench.loadgen import fire, raw_request
@@ -302,6 +304,18 @@ class Bench:
         result["overhead_p50_ms"] = (result["ours_p50_us"] - result["baseline_p50_us"]) / 1000
         return result
 
+    # -- 13. Django ---------------------------------------------------------------------------
+
+    def django_check(self) -> dict[str, Any]:
+        self.reset()
+        user_id = user(40)
+        org = self.seed(user_id, 3, prefix="django")[0]
+        n, reps = (300, 3) if self.quick else (2000, 5)
+        return {
+            "sync": django_authz.sync_check(self.cache(), user_id, org, n, reps),
+            "async": django_authz.async_check(self.redis_server.url, self.clerk.url, user_id, org, n, reps),
+        }
+
     # -- 12. the async API ------------------------------------------------------------------
 
     def async_hit(self) -> dict[str, float]:
@@ -364,6 +378,7 @@ def run(quick: bool) -> dict[str, Any]:
         ("async_hit", bench.async_hit),
         ("async_stampede", bench.async_stampede),
         ("async_loop_lag", bench.async_loop_lag),
+        ("django_check", bench.django_check),
     ]
     try:
         for name, step in steps:
@@ -428,6 +443,7 @@ def table(r: dict[str, Any]) -> str:
     lines += sizing_lines(r)
     lines.append(budget_line(r))
     lines += async_lines(r)
+    lines += django_authz.django_lines(r)
     return "\n".join(lines)
 
 

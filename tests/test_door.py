@@ -1,10 +1,13 @@
 """The guarantee where the user meets it: at the door of a real app, served by a real server process.
 
 Each example app (examples/, with real RS256 session tokens) runs under a real server: Flask under
-gunicorn's sync and gthread workers, each with and without an app context pushed at import, and
-FastAPI under uvicorn and hypercorn. Clerk is the stand-in; the intake is the Procfile's stack (web and
-worker) on the same private Redis. Every check runs the same story: the user is allowed; Clerk
+gunicorn's sync and gthread workers, each with and without an app context pushed at import, FastAPI
+under uvicorn and hypercorn, and the Django project under gunicorn's sync and gthread workers (WSGI) and
+uvicorn (ASGI), once per view kind: function views, class-based views, DRF views, and async views (on the
+ASGI server, which runs them on its loop). Clerk is the stand-in; the intake is the Procfile's stack (web
+and worker) on the same private Redis. Every check runs the same story: the user is allowed; Clerk
 changes; the signed webhook gets its 2xx; the very next request to the same server process is refused.
+Every refusal is the same JSON, whatever the framework or the view kind.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +29,7 @@ from devstack.signing import signed_event
 from devstack.stack import REPO, LocalStack
 from devstack.waiting import wait_until
 from tests.door_apps import PID_HEADER
-from tests.sessions import ORIGIN, PUBLIC_PEM, session_token
+from tests.sessions import ORIGIN, OTHER_KEY, PUBLIC_PEM, session_token
 from tests.support import CLERK_KEY, SIGNING_SECRET, stack_env, stop_process
 
 FLASK, FASTAPI = "tests.door_apps:flask_door()", "tests.door_apps:fastapi_door()"
@@ -48,6 +51,21 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     "fastapi-hypercorn": ([sys.executable, "-m", "hypercorn", "--bind", "127.0.0.1:{port}", FASTAPI], {}),
 }
+DJANGO_WSGI, DJANGO_ASGI = "tests.door_apps:django_wsgi_door()", "tests.door_apps:django_asgi_door"
+DJANGO_SERVERS = {
+    "gunicorn-sync": [*GUNICORN, "--worker-class", "sync", DJANGO_WSGI],
+    "gunicorn-gthread": [*GUNICORN, "--worker-class", "gthread", "--threads", "4", DJANGO_WSGI],
+    "uvicorn": [sys.executable, "-m", "uvicorn", "--factory", DJANGO_ASGI, "--lifespan", "off", "--port", "{port}"],
+}
+# each view kind's URL prefix (examples/django_app/urls.py): the sync kinds under WSGI, the async views under
+# ASGI (a WSGI server runs each in a one-off event loop)
+DJANGO_VIEWS = {"function": "", "cbv": "/cbv", "drf": "/api", "async": "/async"}
+PREFIX: dict[str, str] = {}
+for _server, _argv in DJANGO_SERVERS.items():
+    for _kind, _prefix in DJANGO_VIEWS.items():
+        if (_kind == "async") == (_server == "uvicorn"):
+            SERVERS[f"django-{_kind}-{_server}"] = (_argv, {})  # the kinds of one server share its process
+            PREFIX[f"django-{_kind}-{_server}"] = _prefix
 
 
 @dataclass
@@ -63,10 +81,15 @@ class Door:
         return self.name.split("-")[0]
 
     def get(self, path: str, user: str) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {session_token(user)}"}
+        response = self.ask(path, session_token(user))
+        return response.status_code, response.json()
+
+    def ask(self, path: str, token: str | None) -> requests.Response:
+        """GET ``path`` with ``token`` as the bearer (None: no Authorization header)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         response = requests.get(self.url + path, headers=headers, timeout=30)
         self.pids.add(response.headers[PID_HEADER])
-        return response.status_code, response.json()
+        return response
 
 
 @pytest.fixture(scope="module")
@@ -86,34 +109,53 @@ def intake(redis_server: RedisServer, door_clerk: ClerkStandIn) -> Iterator[str]
         yield stack.url
 
 
-@pytest.fixture(scope="module", params=sorted(SERVERS))
-def door(
-    request: pytest.FixtureRequest, intake: str, redis_server: RedisServer, door_clerk: ClerkStandIn
-) -> Iterator[Door]:
-    argv, extra = SERVERS[request.param]
-    port = free_port()
-    env = {
-        **stack_env(redis_server.url, door_clerk),
-        "CLERK_JWT_KEY": PUBLIC_PEM,
-        "CLERK_AUTHORIZED_PARTIES": ORIGIN,
-        **extra,
-    }
-    command = [part.format(port=port) for part in argv]
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    door = Door(request.param, f"http://127.0.0.1:{port}")
+@pytest.fixture(scope="module")
+def serve(intake: str, redis_server: RedisServer, door_clerk: ClerkStandIn) -> Iterator[Callable[[str], str]]:
+    """``serve(name)``: the URL of a running server process for ``SERVERS[name]``, started on first use;
+    doors with the same command share one process. Every process is stopped at the end of the module."""
+    running: dict[tuple[Any, ...], tuple[subprocess.Popen[bytes], str]] = {}
 
-    def answers() -> bool:
-        assert server.poll() is None, f"{request.param} exited with {server.returncode}"
-        try:
-            return requests.get(door.url + "/up", timeout=1).status_code == 404
-        except (requests.ConnectionError, requests.Timeout):  # a worker still booting holds accepted connections
-            return False
+    def serve_(name: str) -> str:
+        argv, extra = SERVERS[name]
+        key = (*argv, *sorted(extra.items()))
+        if key in running:
+            server, url = running[key]
+            assert server.poll() is None, f"{name}'s server exited with {server.returncode}"
+            return url
+        port = free_port()
+        env = {
+            **stack_env(redis_server.url, door_clerk),
+            "CLERK_JWT_KEY": PUBLIC_PEM,
+            "CLERK_AUTHORIZED_PARTIES": ORIGIN,
+            **extra,
+        }
+        command = [part.format(port=port) for part in argv]
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        running[key] = server, url
+
+        def answers() -> bool:
+            assert server.poll() is None, f"{name} exited with {server.returncode}"
+            try:
+                return requests.get(url + "/up", timeout=1).status_code == 404
+            except (requests.ConnectionError, requests.Timeout):  # a worker still booting holds accepted connections
+                return False
+
+        wait_until(answers, 30, what=f"{name} to answer")
+        return url
 
     try:
-        wait_until(answers, 30, what=f"{request.param} to answer")
-        yield door
+        yield serve_
     finally:
-        stop_process(server)
+        for server, _ in running.values():
+            server.terminate()  # all at once: each takes a moment to shut down
+        for server, _ in running.values():
+            stop_process(server)
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def door(request: pytest.FixtureRequest, serve: Callable[[str], str]) -> Door:
+    return Door(request.param, serve(request.param) + PREFIX.get(request.param, ""))
 
 
 @pytest.fixture
@@ -203,7 +245,7 @@ def test_a_failed_lookup_is_not_remembered_by_later_requests(
 
 
 def test_current_membership_outside_a_guarded_view_is_no_one_s(door: Door, door_clerk: ClerkStandIn) -> None:
-    if door.framework != "flask":
+    if door.framework == "fastapi":
         pytest.skip("FastAPI hands the membership to the route as the dependency's value: no current_membership")
     admin = new_admin(door_clerk)
     door.pids.clear()
@@ -211,3 +253,24 @@ def test_current_membership_outside_a_guarded_view_is_no_one_s(door: Door, door_
 
     assert door.get("/whoami", admin.user) == (200, {"membership": None})
     assert len(door.pids) == 1
+
+
+UNAUTHENTICATED = (401, {"error": "unauthenticated", "message": "sign in first"})
+NOT_FOUND = (404, {"error": "not_found", "message": "no such organization"})
+
+
+def test_every_refusal_is_the_documented_json_never_a_500(same_process: Door, door_clerk: ClerkStandIn) -> None:
+    door, admin = same_process, new_admin(door_clerk)
+    member, outsider = "user_" + secrets.token_hex(12), new_admin(door_clerk).user
+    door_clerk.add_membership(member, admin.org, "org:member")
+    settings = f"/orgs/{admin.org}/settings"
+
+    for token in (None, session_token(admin.user, key=OTHER_KEY)):  # no session; a forged one
+        refused = door.ask(settings, token)
+        assert (refused.status_code, refused.json()) == UNAUTHENTICATED
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+    assert door.get("/orgs/org_bad-chars/settings", admin.user) == NOT_FOUND
+    assert door.get(f"/orgs/{admin.org}/dashboard", outsider) == NOT_A_MEMBER
+    assert door.get(settings, member) == ROLE_NOT_ALLOWED
+    assert door.get(settings, admin.user) == (200, {"org_id": admin.org, "slug": admin.slug})
+    # 503, when the lookup fails: test_a_failed_lookup_is_not_remembered_by_later_requests
