@@ -26,33 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from prometheus_client import Counter, Histogram
 from redis import Redis
 from redis.exceptions import RedisError
 
 from cache.config import Settings
 from cache.contract import CLERK_BUDGET_KEY, CLERK_PAUSED_UNTIL_KEY
 from cache.effects import Program, Sleep
-from cache.errors import ClerkUnavailable
-from cache.metrics import LATENCY_BUCKETS
+from cache.errors import ClerkRateLimited as ClerkRateLimited  # re-exported: raised here
+from cache.metrics import BUDGET, BUDGET_WAIT, PAUSES
 from cache.protocol import clerk_budget_call, clerk_pause_call
 from cache.sync_io import SyncIO
-
-BUDGET = Counter("clerk_org_cache_clerk_budget", "Clerk budget requests by class and outcome", ["priority", "outcome"])
-BUDGET_WAIT = Histogram(
-    "clerk_org_cache_clerk_budget_wait_seconds", "Time spent waiting for Clerk budget", ["priority"],
-    buckets=LATENCY_BUCKETS,
-)  # fmt: skip
-PAUSES = Counter("clerk_org_cache_clerk_pauses", "429s from Clerk that paused every process")
 
 
 class Priority(Enum):
     INTERACTIVE = "i"  # a user is waiting for this answer
     REWARM = "r"  # nobody is: the worker's refreshes, the CLI's warm
-
-
-class ClerkRateLimited(ClerkUnavailable):
-    """No Clerk budget within the interactive wait (the fleet is at its limit, or paused after a 429)."""
 
 
 @dataclass(frozen=True)
