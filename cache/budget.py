@@ -33,9 +33,9 @@ from cache.config import Settings
 from cache.contract import CLERK_BUDGET_KEY, CLERK_PAUSED_UNTIL_KEY
 from cache.effects import Program, Sleep
 from cache.errors import ClerkRateLimited as ClerkRateLimited  # re-exported: raised here
+from cache.io import SyncIO
 from cache.metrics import BUDGET, BUDGET_WAIT, PAUSES
 from cache.protocol import clerk_budget_call, clerk_pause_call
-from cache.sync_io import SyncIO
 
 
 class Priority(Enum):

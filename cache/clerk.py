@@ -19,8 +19,8 @@ from cache.budget import BudgetRules, ClerkBudget, Priority
 from cache.contract import check_org_id, check_user_id
 from cache.effects import HttpFailed, HttpGet, HttpResponse, Program, Sleep
 from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
+from cache.io import SyncIO
 from cache.metrics import CLERK_REQUESTS, CLERK_RESPONSES
-from cache.sync_io import SyncIO
 
 PAGE_LIMIT = 500  # Clerk's maximum page size
 MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop

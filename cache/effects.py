@@ -3,7 +3,7 @@
 The lookup, the Clerk client's paging and retries, the Clerk budget and the record
 script's fallbacks are each written once, as a generator (a `Program`) that *yields*
 an effect below and is *sent* its result, or has the I/O's exception thrown in at the
-same ``yield``. Nothing in a program blocks or awaits: `cache.sync_io` carries the
+same ``yield``. Nothing in a program blocks or awaits: `cache.io` carries the
 effects out with ``redis.Redis`` and ``requests``, `cache.aio.io` with
 ``redis.asyncio`` and ``httpx``. The two differ only in how they wait, as httpcore
 and h11 split a protocol from its sockets.

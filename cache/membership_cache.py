@@ -14,9 +14,9 @@ from redis import Redis
 
 from cache.clerk import ClerkClient
 from cache.contract import Membership
+from cache.io import SyncIO
 from cache.protocol import Target
 from cache.read_path import CacheFront, CacheStats, ReadPathOptions, fill_for, memberships_from_clerk
-from cache.sync_io import SyncIO
 
 __all__ = ["CacheStats", "MembershipCache", "fetch_memberships", "fill_for"]
 

@@ -16,7 +16,7 @@ from redis import Redis
 import cache.aio as cache_aio
 from cache import Membership, contract
 from cache.effects import FetchMemberships, RunScript
-from cache.sync_io import SyncIO
+from cache.io import SyncIO
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from tests.read_apis import AsyncApi, Kind, ReadApi

@@ -51,13 +51,14 @@ from cache import contract
 from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
 from cache.effects import FetchMemberships, Program, RedisGet, RunScript, Sleep
 from cache.errors import ClerkNotFound
-from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, decode_acquired, new_token
+from cache.io import SyncIO
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record
 from cache.read_path import ReadPath, fill_for
-from cache.sync_io import SyncIO
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.shapes import StandInError
 from devstack.signing import new_message_id
 from webhook.events import targets_for
+from worker.store import RefreshStore
 
 TTL_S = 300
 LEASE_MS = 15_000
@@ -146,7 +147,7 @@ class FreshnessModel(RuleBasedStateMachine):
         super().__init__()
         self.r = type(self).redis
         self.r.flushall()
-        self.protocol = Protocol(self.r)
+        self.store = RefreshStore(self.r)  # the worker's side
         self.io = SyncIO(self.r)
         # the library's lookup; a waiter answers from Clerk at once (as after its wait ran out)
         self.read_path = ReadPath(ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0)
@@ -317,7 +318,7 @@ class FreshnessModel(RuleBasedStateMachine):
         targets = targets_for(event)
         assert targets is not None
         existed = {u for u in USERS if self.r.exists(contract.user_orgs_key(u))}
-        self.protocol.record(targets, svix_id)
+        self.io.run(record(targets, svix_id))
         for user in existed:  # values moved aside by an org event keep their provenance for the patch
             if self.r.exists(contract.stash_key(user)) and user in self.provenance:
                 self.stash_provenance[user] = self.provenance[user]
@@ -392,7 +393,7 @@ class FreshnessModel(RuleBasedStateMachine):
     @rule()
     def job_starts(self) -> None:
         job = Job(new_token())
-        self.protocol.start_drain(job.drain_id)
+        self.store.start_drain(job.drain_id)
         self.jobs.append(job)
 
     def dead_jobs_lease_lapses(self) -> None:
@@ -402,7 +403,7 @@ class FreshnessModel(RuleBasedStateMachine):
         self.dead_drains.clear()
 
     def job_step(self, job: Job) -> None:
-        p = self.protocol
+        p = self.store
         if job.stage == "take":
             patches = p.org_patches()
             if patches:
@@ -483,7 +484,7 @@ class FreshnessModel(RuleBasedStateMachine):
                 continue
             f = fill_for(user, job.tokens[user], patched)
             fills.append(Fill(f.user_id, f.token, f.value, f.org_ids, expire_at_ms=stash.expire_at_ms))
-        for fill, stored in zip(fills, self.protocol.fill_many(fills, TTL_S), strict=True):
+        for fill, stored in zip(fills, self.store.fill_many(fills, TTL_S), strict=True):
             actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
             SEEN["a patch stored" if stored else "a patch refused"] += 1
             if stored and fill.user_id in self.stash_provenance:
@@ -491,8 +492,8 @@ class FreshnessModel(RuleBasedStateMachine):
         filled = {f.user_id for f in fills}
         for user in job.leased:
             if user not in filled:
-                self.protocol.release(user, job.tokens[user])
-        self.protocol.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
+                self.store.release(user, job.tokens[user])
+        self.store.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
 
     # -- faults -----------------------------------------------------------------------------------
 
@@ -535,7 +536,7 @@ class FreshnessModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Every event delivered and a drain run to the end: every value equals Clerk."""
-        if not hasattr(self, "protocol"):
+        if not hasattr(self, "store"):
             return
         while self.outbox:
             self.deliver(0, again=False, anonymous=False)
@@ -546,7 +547,7 @@ class FreshnessModel(RuleBasedStateMachine):
         for user in USERS:
             self.r.delete(contract.lease_key(user))  # lookups in flight are abandoned
         job = Job(new_token())
-        self.protocol.start_drain(job.drain_id)
+        self.store.start_drain(job.drain_id)
         self.jobs.append(job)
         for _ in range(500):
             if not self.jobs:

@@ -182,19 +182,20 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
 ) -> None:
     """The patch job takes its leases, reads the org from Clerk, and a second rename lands before it writes."""
     from cache.contract import encode_memberships, with_org_details
-    from cache.protocol import Fill, Protocol, new_token
+    from cache.protocol import Fill, new_token
+    from worker.store import RefreshStore
 
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
-    protocol, token = Protocol(cache.redis), new_token()
-    [(_, stash)] = protocol.acquire_patch_many([(ALICE, token)], 15_000)
+    store, token = RefreshStore(cache.redis), new_token()
+    [(_, stash)] = store.acquire_patch_many([(ALICE, token)], 15_000)
     assert stash is not None
     read_by_the_job = clerk.org(acme)
 
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
 
     stale = encode_memberships(with_org_details(decode_memberships(stash.value), acme, read_by_the_job))
-    assert protocol.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
+    assert store.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
     assert cached(redis, ALICE) is None
     run_worker()
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]

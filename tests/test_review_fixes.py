@@ -13,7 +13,8 @@ from redis.exceptions import ResponseError
 
 from cache import MembershipCache
 from cache.contract import CHANGE_SEQ_KEY, lease_key, stash_key, user_orgs_key
-from cache.protocol import PatchAction, PatchOutcome, Protocol, new_token, script_source
+from cache.protocol import PatchAction, PatchOutcome, new_token
+from cache.scripts import script_source
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from tests.support import (
@@ -26,6 +27,7 @@ from tests.support import (
     service_env,
     stored,
 )
+from worker.store import RefreshStore
 
 
 def test_org_patches_never_push_a_values_expiry_back(
@@ -94,11 +96,11 @@ def test_a_second_org_event_during_a_patch_is_not_lost(
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert cache.get_memberships(ALICE)  # a lookup refills the value; the first stash is still there
-    protocol = Protocol(cache.redis)
-    [(_, first_stash)] = protocol.acquire_patch_many([(ALICE, new_token())], 15_000)
+    store = RefreshStore(cache.redis)
+    [(_, first_stash)] = store.acquire_patch_many([(ALICE, new_token())], 15_000)
     assert first_stash is not None  # read in the same step as the (HIT) acquire
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # re-stashes the value
-    protocol.finish_patch(acme, [PatchOutcome(ALICE, first_stash, PatchAction.DONE)])
+    store.finish_patch(acme, [PatchOutcome(ALICE, first_stash, PatchAction.DONE)])
     assert redis.exists(stash_key(ALICE)) == 1 and f"o:{acme}" in orgs_awaiting_patch(redis)  # the newer waits
     clerk.reset_counts()
     run_worker()

@@ -1,6 +1,6 @@
 """Carries out `cache.effects` on asyncio: ``redis.asyncio`` and an ``httpx.AsyncClient``.
 
-The twin of `cache.sync_io`: the same effects, the same results, the same errors thrown
+The twin of `cache.io`: the same effects, the same results, the same errors thrown
 back into the program (redis-py's exception classes; `HttpFailed` for a transport failure),
 and waits that never block the event loop. A cancelled caller's ``CancelledError`` is
 thrown into the program too, so a lookup holding a lease gives it back before it ends.
