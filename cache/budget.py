@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -117,12 +116,10 @@ class BudgetRules:
 class ClerkBudget(BudgetRules):
     """The budget over a blocking Redis client; see the module docstring for the rules."""
 
-    def __init__(
-        self, redis: Redis, policy: BudgetPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
+    def __init__(self, redis: Redis, policy: BudgetPolicy | None = None) -> None:
         super().__init__(policy)
         self.redis = redis
-        self._io = SyncIO(redis, sleep=sleep)
+        self._io = SyncIO(redis)
 
     def take(self, priority: Priority) -> None:
         """Block until this process may send one request to Clerk (`taking`)."""

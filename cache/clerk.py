@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -172,11 +171,11 @@ class ClerkClient(ClerkReads):
         *,
         session: requests.Session | None = None,
         budget: ClerkBudget | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         **options: Unpack[ClerkOptions],
     ) -> None:
         super().__init__(secret_key, api_url, budget=budget, **options)
-        self._io = SyncIO(budget.redis if budget else None, session=session or requests.Session(), sleep=sleep)
+        self.session = session or requests.Session()
+        self._io = SyncIO(budget.redis if budget else None, http=self.session)
 
     def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
         """All of a user's organization memberships, every page."""

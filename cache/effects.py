@@ -84,14 +84,7 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class FetchMemberships:
-    """Every membership of the user, from the cache's Clerk client (itself a program, run by its own I/O)."""
-
-    user_id: str
-
-
-Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | FetchMemberships
+Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep
 
 Program = Generator[Effect, Any, T]
 """A decision procedure: yields effects, receives their results, returns its answer."""

@@ -8,7 +8,6 @@ thrown into the program at the ``yield`` that asked for the I/O.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
@@ -17,7 +16,6 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from cache.effects import (
-    FetchMemberships,
     HttpFailed,
     HttpGet,
     HttpResponse,
@@ -40,14 +38,10 @@ class SyncIO:
         self,
         redis: Redis | None = None,
         *,
-        session: requests.Session | None = None,
-        fetch: Callable[[str], Any] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        http: requests.Session | None = None,
     ) -> None:
         self.redis = redis
-        self._session = session
-        self._fetch = fetch
-        self._sleep = sleep
+        self._http = http
         self._scripts: LoadedScripts[Script] | None = None
 
     def run(self, program: Program[T]) -> T:
@@ -71,11 +65,8 @@ class SyncIO:
             return self._redis().get(effect.key)
         if isinstance(effect, RunScript):
             return self._script(effect)(keys=effect.keys, args=effect.args)
-        if isinstance(effect, FetchMemberships):
-            assert self._fetch is not None, "this runner has no Clerk client"
-            return self._fetch(effect.user_id)
         if isinstance(effect, Sleep):
-            self._sleep(effect.seconds)
+            time.sleep(effect.seconds)
             return None
         if isinstance(effect, HttpGet):
             return self._http_get(effect)
@@ -104,9 +95,9 @@ class SyncIO:
         return self._scripts.get(effect.name, effect.unflagged)
 
     def _http_get(self, effect: HttpGet) -> HttpResponse:
-        assert self._session is not None, "this runner has no HTTP session"
+        assert self._http is not None, "this runner has no HTTP client"
         try:
-            response = self._session.get(
+            response = self._http.get(
                 effect.url,
                 params=list(effect.params),
                 headers=dict(effect.headers),

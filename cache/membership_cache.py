@@ -6,8 +6,6 @@ process; `cache.aio.AsyncMembershipCache` is the same cache for asyncio.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Unpack
 
 from redis import Redis
@@ -15,7 +13,6 @@ from redis import Redis
 from cache.clerk import ClerkClient
 from cache.contract import Membership
 from cache.io import SyncIO
-from cache.protocol import Target
 from cache.read_path import CacheFront, CacheStats, ReadPathOptions, fill_for, memberships_from_clerk
 
 __all__ = ["CacheStats", "MembershipCache", "fetch_memberships", "fill_for"]
@@ -28,20 +25,17 @@ class MembershipCache(CacheFront):
     client such as `cache.connections.cache_redis`. Options (`ReadPathOptions`):
     ``ttl_seconds`` (300), ``lease_ms`` (15,000), ``fill_wait_s`` (2.0), ``breaker``,
     ``durable`` (a `ReplicaWait` for invalidations).
+
+    One runner, over ``redis`` and the Clerk client's session, carries out every effect
+    of a lookup: the Clerk read's budget scripts run on ``redis`` too, so build the
+    client's `ClerkBudget` over the same Redis (as `cache.build_cache` does).
     """
 
-    def __init__(
-        self,
-        redis: Redis,
-        clerk: ClerkClient,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        **options: Unpack[ReadPathOptions],
-    ) -> None:
-        super().__init__(**options)
+    def __init__(self, redis: Redis, clerk: ClerkClient, **options: Unpack[ReadPathOptions]) -> None:
+        super().__init__(clerk, **options)
         self.redis = redis
         self.clerk = clerk
-        self._io = SyncIO(redis, fetch=clerk.list_user_memberships, sleep=sleep)
+        self._io = SyncIO(redis, http=clerk.session)
 
     def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
@@ -58,9 +52,6 @@ class MembershipCache(CacheFront):
         CacheUnavailable) if too few replicas acknowledged it: the caller must know.
         """
         self._io.run(self.read_path.invalidating(user_id))
-
-    def record(self, targets: list[Target]) -> None:
-        self._io.run(self.read_path.recording(targets))
 
 
 def fetch_memberships(clerk: ClerkClient, user_id: str) -> list[Membership]:

@@ -9,6 +9,10 @@ Read path (see cache/protocol.py for the scripts):
    bounded time before answering from Clerk ourselves without storing.
 3. If Redis fails, the breaker opens and lookups answer straight from Clerk.
 
+The Clerk read is the Clerk client's own program (`cache.clerk.ClerkReads`: paging,
+retries, the fleet's budget), which the lookup yields from, so one runner carries out
+every effect of a lookup, the Clerk request and the budget's scripts included.
+
 A value is never stored from a Clerk read that started before an invalidation, and
 errors or partial lists are never stored at all.
 """
@@ -25,6 +29,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from cache.breaker import RedisBreaker
+from cache.clerk import ClerkReads
 from cache.contract import (
     CorruptValue,
     Membership,
@@ -36,7 +41,7 @@ from cache.contract import (
     user_orgs_key,
 )
 from cache.durability import ReplicaWait
-from cache.effects import FetchMemberships, Program, RedisGet, Sleep
+from cache.effects import Program, RedisGet, Sleep
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
 from cache.protocol import (
@@ -113,6 +118,7 @@ class ReadPath:
 
     def __init__(
         self,
+        clerk: ClerkReads,
         *,
         ttl_seconds: int = 300,
         lease_ms: int = 15_000,
@@ -120,6 +126,7 @@ class ReadPath:
         breaker: RedisBreaker | None = None,
         durable: ReplicaWait | None = None,
     ) -> None:
+        self.clerk = clerk
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
         self.fill_wait_s = fill_wait_s
@@ -257,7 +264,7 @@ class ReadPath:
 
     def _fetch(self, user_id: str) -> Program[list[Membership]]:
         self.stats.add("clerk_calls")
-        return memberships_from_clerk((yield FetchMemberships(user_id)))
+        return memberships_from_clerk((yield from self.clerk.reading_user_memberships(user_id)))
 
 
 def membership_in(memberships: list[Membership], organization_id: str) -> Membership | None:
@@ -283,8 +290,8 @@ def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
 class CacheFront:
     """What the sync and the async cache share: their `ReadPath` and what it counts."""
 
-    def __init__(self, **options: Unpack[ReadPathOptions]) -> None:
-        self.read_path = ReadPath(**options)
+    def __init__(self, clerk: ClerkReads, **options: Unpack[ReadPathOptions]) -> None:
+        self.read_path = ReadPath(clerk, **options)
 
     @property
     def stats(self) -> CacheStats:

@@ -29,6 +29,7 @@ shards with different seeds (`--hypothesis-seed`), one per core.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,9 +49,9 @@ from hypothesis.stateful import (
 from redis import Redis
 
 from cache import contract
+from cache.clerk import ClerkReads
 from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
-from cache.effects import FetchMemberships, Program, RedisGet, RunScript, Sleep
-from cache.errors import ClerkNotFound
+from cache.effects import HttpGet, HttpResponse, Program, RedisGet, RunScript, Sleep
 from cache.io import SyncIO
 from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record
 from cache.read_path import ReadPath, fill_for
@@ -61,6 +62,7 @@ from webhook.events import targets_for
 from worker.store import RefreshStore
 
 TTL_S = 300
+MODEL_CLERK = "http://clerk.model.invalid"  # the lookups' Clerk: its requests are answered from `Model`
 LEASE_MS = 15_000
 USERS = ("user_2m0", "user_2m1", "user_2m2")
 ROLES = ("org:admin", "org:member")
@@ -113,6 +115,13 @@ PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or
 Details = tuple[str, str | None] | None  # (org name, slug), or the org is deleted
 
 
+def clerk_answer(memberships: list[Any] | None) -> HttpResponse:
+    """What Clerk answers a lookup's read: one page holding every membership, or 404 for a user it does not know."""
+    if memberships is None:
+        return HttpResponse(404, b'{"errors": [{"message": "not found"}]}', None)
+    return HttpResponse(200, json.dumps({"data": memberships, "total_count": len(memberships)}).encode(), None)
+
+
 @dataclass
 class Lookup:
     """A lookup in flight: the library's program, and the effect it waits on."""
@@ -149,8 +158,11 @@ class FreshnessModel(RuleBasedStateMachine):
         self.r.flushall()
         self.store = RefreshStore(self.r)  # the worker's side
         self.io = SyncIO(self.r)
-        # the library's lookup; a waiter answers from Clerk at once (as after its wait ran out)
-        self.read_path = ReadPath(ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0)
+        # the library's lookup, its Clerk client's read included; a waiter answers from Clerk at once (as after
+        # its wait ran out)
+        self.read_path = ReadPath(
+            ClerkReads("sk_test_model", MODEL_CLERK), ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0
+        )
         self.clerk = Model()
         self.orgs: list[str] = []
         self.deleted_users: set[str] = set()
@@ -355,16 +367,13 @@ class FreshnessModel(RuleBasedStateMachine):
         """Carry out the effect the lookup waits on (one atomic step) and hand it the result."""
         user, effect = lookup.user, lookup.effect
         send: Any = None
-        error: BaseException | None = None
-        if isinstance(effect, FetchMemberships):
+        if isinstance(effect, HttpGet):  # the lookup's Clerk read (one page: every membership of the user)
+            assert effect.url.startswith(MODEL_CLERK)
             if not lookup.read_started:  # the Clerk read starts: it sees Clerk as it is now
                 lookup.read_started, lookup.read_time_ms = True, self.server_ms()
                 lookup.read = None if user in self.deleted_users else self.clerk.memberships_of(user)
                 return
-            if lookup.read is None:  # ... and returns
-                error = ClerkNotFound("Clerk does not know this resource (404)", 404)
-            else:
-                send = lookup.read
+            send = clerk_answer(lookup.read)  # ... and returns
         else:
             send = self.io.do(effect)
             if isinstance(effect, RedisGet) and send is not None:
@@ -376,7 +385,7 @@ class FreshnessModel(RuleBasedStateMachine):
                 if send:
                     self.provenance[user] = lookup.read_time_ms
         try:
-            lookup.effect = lookup.program.send(send) if error is None else lookup.program.throw(error)
+            lookup.effect = lookup.program.send(send)
             lookup.read_started = False
             while isinstance(lookup.effect, Sleep):  # a waiter's pause takes no step
                 lookup.effect = lookup.program.send(None)

@@ -87,14 +87,16 @@ class AsyncMembershipCache(CacheFront):
     """Answers "which orgs is this user in, with which role?" from Redis, else Clerk, on asyncio.
 
     Build one per event loop with injected clients; ``redis`` should be a fail-fast
-    client such as `cache.connections.async_cache_redis`. Options as `cache.MembershipCache`'s.
+    client such as `cache.connections.async_cache_redis`. Options as `cache.MembershipCache`'s,
+    and as there one runner, over ``redis`` and the Clerk client's ``http``, carries out every
+    effect of a lookup (the budget's scripts included).
     """
 
     def __init__(self, redis: Redis, clerk: AsyncClerkClient, **options: Unpack[ReadPathOptions]) -> None:
-        super().__init__(**options)
+        super().__init__(clerk, **options)
         self.redis = redis
         self.clerk = clerk
-        self._io = AsyncIO(redis, fetch=clerk.list_user_memberships)
+        self._io = AsyncIO(redis, http=clerk.http)
         self._forming: dict[str, _Flight] = {}  # lookups not yet sent, by user
 
     async def get_memberships(self, user_id: str) -> list[Membership]:

@@ -9,7 +9,6 @@ thrown into the program too, so a lookup holding a lease gives it back before it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -17,7 +16,6 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from cache.effects import (
-    FetchMemberships,
     HttpFailed,
     HttpGet,
     HttpResponse,
@@ -41,11 +39,9 @@ class AsyncIO:
         redis: Redis | None = None,
         *,
         http: httpx.AsyncClient | None = None,
-        fetch: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
         self.redis = redis
         self._http = http
-        self._fetch = fetch
         self._scripts: LoadedScripts[AsyncScript] | None = None
 
     async def run(self, program: Program[T]) -> T:
@@ -69,9 +65,6 @@ class AsyncIO:
             return await self._redis().get(effect.key)
         if isinstance(effect, RunScript):
             return await self._script(effect)(keys=effect.keys, args=effect.args)
-        if isinstance(effect, FetchMemberships):
-            assert self._fetch is not None, "this runner has no Clerk client"
-            return await self._fetch(effect.user_id)
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
             return None
