@@ -13,12 +13,12 @@ from redis import Redis
 from cache.clerk import ClerkClient
 from cache.contract import Membership
 from cache.io import SyncIO
-from cache.read_path import CacheFront, CacheStats, ReadPathOptions, fill_for, memberships_from_clerk
+from cache.read_path import CacheStats, MembershipCacheBase, ReadPathOptions, fill_for, memberships_from_clerk
 
 __all__ = ["CacheStats", "MembershipCache", "fetch_memberships", "fill_for"]
 
 
-class MembershipCache(CacheFront):
+class MembershipCache(MembershipCacheBase):
     """Answers "which orgs is this user in, with which role?" from Redis, else Clerk.
 
     Build one per process with injected clients; ``redis`` should be a fail-fast

@@ -287,8 +287,9 @@ def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
     return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
 
 
-class CacheFront:
-    """What the sync and the async cache share: their `ReadPath` and what it counts."""
+class MembershipCacheBase:
+    """The base class of `cache.MembershipCache` and `cache.aio.AsyncMembershipCache`: the `ReadPath`
+    both run (each with its own runner) and what it counts."""
 
     def __init__(self, clerk: ClerkReads, **options: Unpack[ReadPathOptions]) -> None:
         self.read_path = ReadPath(clerk, **options)

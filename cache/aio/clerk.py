@@ -1,0 +1,43 @@
+"""The Clerk client over ``httpx.AsyncClient``: the twin of `cache.clerk`.
+
+Paging, retries, timeouts and the budget are `cache.clerk.ClerkReads`' programs; this
+client runs them on its own `cache.aio.io.AsyncIO` when called directly, and an async
+cache runs them on the cache's runner as part of a lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Unpack
+
+import httpx
+
+from cache.aio.budget import AsyncClerkBudget
+from cache.aio.io import AsyncIO
+from cache.clerk import ClerkOptions, ClerkReads
+
+
+class AsyncClerkClient(ClerkReads):
+    """`ClerkReads` over an ``httpx.AsyncClient`` (injectable: tests, custom transports)."""
+
+    def __init__(
+        self,
+        secret_key: str,
+        api_url: str = "https://api.clerk.com",
+        *,
+        http: httpx.AsyncClient | None = None,
+        budget: AsyncClerkBudget | None = None,
+        **options: Unpack[ClerkOptions],
+    ) -> None:
+        super().__init__(secret_key, api_url, budget=budget, **options)
+        self.http = http or httpx.AsyncClient()
+        self._io = AsyncIO(budget.redis if budget else None, http=self.http)
+
+    async def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
+        """All of a user's organization memberships, every page."""
+        return await self._io.run(self.reading_user_memberships(user_id))
+
+    async def get_organization(self, org_id: str) -> dict[str, Any]:
+        return await self._io.run(self.reading_organization(org_id))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
