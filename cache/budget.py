@@ -73,7 +73,7 @@ class BudgetRules:
         self.policy = policy or BudgetPolicy()
         self._unenforced_until = 0.0
 
-    def taking(self, priority: Priority) -> Program[None]:
+    def take_program(self, priority: Priority) -> Program[None]:
         """Return once this process may send one request to Clerk (raises ClerkRateLimited, see above)."""
         policy = self.policy
         started = time.monotonic()
@@ -106,7 +106,7 @@ class BudgetRules:
                 raise ClerkRateLimited(f"no Clerk budget within {policy.interactive_wait_s:g} s (rate limit)")
             yield Sleep(min(pause_s, 0.25))
 
-    def pausing(self, seconds: float) -> Program[None]:
+    def pause_program(self, seconds: float) -> Program[None]:
         """Clerk answered 429: nobody calls it for ``seconds`` (its Retry-After)."""
         PAUSES.inc()
         with contextlib.suppress(RedisError):  # no fleet pause without Redis: this process still backs off
@@ -122,12 +122,12 @@ class ClerkBudget(BudgetRules):
         self._io = SyncIO(redis)
 
     def take(self, priority: Priority) -> None:
-        """Block until this process may send one request to Clerk (`taking`)."""
-        self._io.run(self.taking(priority))
+        """Block until this process may send one request to Clerk (`take_program`)."""
+        self._io.run(self.take_program(priority))
 
     def pause(self, seconds: float) -> None:
-        """Pause every process for ``seconds`` (`pausing`)."""
-        self._io.run(self.pausing(seconds))
+        """Pause every process for ``seconds`` (`pause_program`)."""
+        self._io.run(self.pause_program(seconds))
 
     def usage(self) -> dict[str, float]:
         """What the window holds now, for `clerk-org-cache stats`."""

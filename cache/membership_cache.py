@@ -39,11 +39,11 @@ class MembershipCache(MembershipCacheBase):
 
     def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
-        return self._io.run(self.read_path.memberships(user_id))
+        return self._io.run(self.read_path.memberships_program(user_id))
 
     def get_membership(self, user_id: str, organization_id: str) -> Membership | None:
         """The user's membership in one org, or None: the question most auth checks ask."""
-        return self._io.run(self.read_path.membership(user_id, organization_id))
+        return self._io.run(self.read_path.membership_program(user_id, organization_id))
 
     def invalidate(self, user_id: str) -> None:
         """Drop the user's cached value and void any fill in flight.
@@ -51,7 +51,7 @@ class MembershipCache(MembershipCacheBase):
         Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
         CacheUnavailable) if too few replicas acknowledged it: the caller must know.
         """
-        self._io.run(self.read_path.invalidating(user_id))
+        self._io.run(self.read_path.invalidate_program(user_id))
 
 
 def fetch_memberships(clerk: ClerkClient, user_id: str) -> list[Membership]:

@@ -3,7 +3,7 @@
 Every script call is built here (a `cache.effects.RunScript` per call, decoded by the
 function next to it), so the rules live in one place; nothing here does I/O or imports a
 runner. The caches run these calls through their runner (`cache.io`, `cache.aio.io`),
-the intake and the CLI run `record`, and the worker's store (`worker.store`) runs the
+the intake and the CLI run `record_program`, and the worker's store (`worker.store`) runs the
 drain, pending and patch calls. The scripts themselves are plain files in ``cache/lua/``
 (shipped as package data), each with a header documenting its KEYS, ARGV and reply, so
 a TypeScript (or any) client can run the very same files:
@@ -195,7 +195,7 @@ def clerk_pause_call(ms: int) -> RunScript:
 
 
 def forget_call(svix_id: str) -> RedisCommand:
-    """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
+    """Undo the bookkeeping of a `record_program` whose drain job could not be enqueued.
 
     The invalidation stays (it is idempotent); forgetting the message id lets Svix's
     retry go through the whole path again, and dropping the marker lets it enqueue the
@@ -269,7 +269,7 @@ class ScriptSupport:
         self.shebang_refused = False  # the server refuses `#!lua flags=` (Redis < 7, some managed services)
 
 
-def record(
+def record_program(
     targets: Sequence[Target],
     svix_id: str | None = None,
     *,

@@ -167,7 +167,7 @@ def test_a_lookup_abandoned_while_a_reply_is_on_its_way_leaves_no_lease(
     caller's cancellation arrives instead of the reply."""
     orgs_with_member(clerk, ALICE, "Acme")
     io = SyncIO(redis, http=requests.Session())  # the Clerk read goes to the stand-in, as the cache's would
-    program = async_api.cache.read_path.memberships(ALICE)
+    program = async_api.cache.read_path.memberships_program(ALICE)
     effect = next(program)
     while not (isinstance(effect, RunScript) and effect.name == step):
         effect = program.send(io.do(effect))

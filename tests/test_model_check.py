@@ -53,7 +53,7 @@ from cache.clerk import ClerkReads
 from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
 from cache.effects import HttpGet, HttpResponse, Program, RedisGet, RunScript, Sleep
 from cache.io import SyncIO
-from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record_program
 from cache.read_path import ReadPath, fill_for
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.shapes import StandInError
@@ -330,7 +330,7 @@ class FreshnessModel(RuleBasedStateMachine):
         targets = targets_for(event)
         assert targets is not None
         existed = {u for u in USERS if self.r.exists(contract.user_orgs_key(u))}
-        self.io.run(record(targets, svix_id))
+        self.io.run(record_program(targets, svix_id))
         for user in existed:  # values moved aside by an org event keep their provenance for the patch
             if self.r.exists(contract.stash_key(user)) and user in self.provenance:
                 self.stash_provenance[user] = self.provenance[user]
@@ -341,7 +341,7 @@ class FreshnessModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.lookups) < 3)
     @rule(user=st.sampled_from(USERS))
     def lookup_starts(self, user: str) -> None:
-        program = self.read_path.memberships(user)
+        program = self.read_path.memberships_program(user)
         self.lookups.append(Lookup(user, self.step, program, next(program)))  # nothing is sent yet
 
     @precondition(lambda self: bool(self.lookups) or bool(self.jobs))

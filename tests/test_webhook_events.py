@@ -429,7 +429,7 @@ def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     them up whatever the sweep does, so the work is orphaned only once that pass is over. The pass leaves
     no trace when it finds nothing (and whatever it could find, a sweep finds too), so its time is read
     from RQ's record of the worker's birth in Redis, which comes after the pass's timer is armed."""
-    from cache.protocol import record, refresh_user
+    from cache.protocol import record_program, refresh_user
 
     sweep_s = 2  # RQ's idle dequeue blocks this long (`DrainWorker.for_interval`): a sweep at most every ~2 s
     monkeypatch.setenv("WORKER_SWEEP_SECONDS", str(sweep_s))
@@ -437,7 +437,7 @@ def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     cached_member(clerk, cache, ALICE)
     take_over_over = worker_birth(cache.redis) + TAKE_OVER_DELAY_S + 1.0  # due, then 1 s for a pass of ~10 ms
     wait_until(lambda: time.time() > take_over_over, TAKE_OVER_DELAY_S + 10, what="the take-over pass")
-    SyncIO(cache.redis).run(record([refresh_user(ALICE)]))  # queued for refresh, but no job is enqueued...
+    SyncIO(cache.redis).run(record_program([refresh_user(ALICE)]))  # queued for refresh, but no job is enqueued...
     clear_drain_marker(redis)
     assert queued_jobs(redis) == 0 and redis.exists(user_orgs_key(ALICE)) == 0
     wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 2 * sweep_s, what="the sweep")  # ...until the sweep does

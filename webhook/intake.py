@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.durability import NotReplicated, ReplicaWait
 from cache.io import SyncIO
-from cache.protocol import Recorded, ScriptSupport, Target, forget_call, record
+from cache.protocol import Recorded, ScriptSupport, Target, forget_call, record_program
 from worker.queue import enqueue_drain, refresh_queue
 
 
@@ -43,7 +43,7 @@ class Intake:
         event is not recorded safely (answer 503: Svix retries, and the retry is not taken for a
         duplicate, since the message id is forgotten)."""
         try:
-            recorded = self._io.run(record(targets, svix_id, durable=self._durable, support=self._support))
+            recorded = self._io.run(record_program(targets, svix_id, durable=self._durable, support=self._support))
             if recorded.schedule_drain:
                 enqueue_drain(self._queue, self._retry_intervals)
         except (RedisError, NotReplicated) as exc:

@@ -34,10 +34,10 @@ class AsyncClerkClient(ClerkReads):
 
     async def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
         """All of a user's organization memberships, every page."""
-        return await self._io.run(self.reading_user_memberships(user_id))
+        return await self._io.run(self.user_memberships_program(user_id))
 
     async def get_organization(self, org_id: str) -> dict[str, Any]:
-        return await self._io.run(self.reading_organization(org_id))
+        return await self._io.run(self.organization_program(org_id))
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -55,7 +55,7 @@ class AsyncMembershipCache(MembershipCacheBase):
             finally:
                 if self._forming.get(user_id) is flight:
                     del self._forming[user_id]  # from here on the reads go out: a later caller starts its own
-            answer = await self._io.run(self.read_path.memberships(user_id))
+            answer = await self._io.run(self.read_path.memberships_program(user_id))
         except asyncio.CancelledError:
             flight.settle(error=_LeaderGaveUp())  # the program gave its lease back; the joiners look up anew
             raise
@@ -87,7 +87,7 @@ class AsyncMembershipCache(MembershipCacheBase):
         Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
         CacheUnavailable) if too few replicas acknowledged it: the caller must know.
         """
-        await self._io.run(self.read_path.invalidating(user_id))
+        await self._io.run(self.read_path.invalidate_program(user_id))
 
     async def aclose(self) -> None:
         """Close both clients (the cache is unusable afterwards)."""
