@@ -1,8 +1,10 @@
+# Generated from cache/aio/io.py by `python -m devstack.unasync`: edit that file, then regenerate.
 """Carries out `cache.effects` with blocking clients: ``redis.Redis`` and a ``requests.Session``.
 
-Errors are translated at this boundary: a requests transport failure becomes `HttpFailed`;
-Redis errors are redis-py's own (the async client raises the same classes). Either is
-thrown into the program at the ``yield`` that asked for the I/O.
+Generated from `cache.aio.io`, so the two runners cannot drift. Errors are translated at this
+boundary: a requests transport failure becomes `HttpFailed`; Redis errors are redis-py's own
+(the async client raises the same classes). Either is thrown into the program at the
+``yield`` that asked for the I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any, TypeVar
 
 import requests
 from redis import Redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 
 from cache.effects import (
@@ -77,13 +78,13 @@ class SyncIO:
         raise TypeError(f"not an effect: {effect!r}")
 
     def pipeline(self, effect: RedisPipeline) -> list[Any]:
-        pipe: Pipeline = self._redis().pipeline(transaction=False)
-        for step in effect.steps:
-            if isinstance(step, RunScript):
-                self._script(step)(keys=step.keys, args=step.args, client=pipe)
-            else:
-                pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
-        return pipe.execute()
+        with self._redis().pipeline(transaction=False) as pipe:
+            for step in effect.steps:
+                if isinstance(step, RunScript):
+                    self._script(step)(keys=step.keys, args=step.args, client=pipe)
+                else:
+                    pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
+            return pipe.execute()
 
     def _redis(self) -> Redis:
         assert self.redis is not None, "this runner has no Redis client"

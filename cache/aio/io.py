@@ -1,9 +1,11 @@
 """Carries out `cache.effects` on asyncio: ``redis.asyncio`` and an ``httpx.AsyncClient``.
 
-The twin of `cache.io`: the same effects, the same results, the same errors thrown
-back into the program (redis-py's exception classes; `HttpFailed` for a transport failure),
-and waits that never block the event loop. A cancelled caller's ``CancelledError`` is
-thrown into the program too, so a lookup holding a lease gives it back before it ends.
+The blocking runner, `cache.io`, is generated from this file by ``python -m devstack.unasync``
+(as httpcore generates its sync code; a test fails when the two differ), so they cannot drift:
+the same effects, the same results, the same errors thrown back into the program (redis-py's
+exception classes; `HttpFailed` for a transport failure). Here waits never block the event
+loop, and a cancelled caller's ``CancelledError`` is thrown into the program too, so a lookup
+holding a lease gives it back before it ends.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ T = TypeVar("T")
 
 
 class AsyncIO:
-    """One program runner over the asyncio clients it is given."""
+    """One program runner over the clients it is given (each effect needs only its own client)."""
 
     def __init__(
         self,
