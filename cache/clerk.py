@@ -163,7 +163,11 @@ class ClerkReads:
 
 
 class ClerkClient(ClerkReads):
-    """`ClerkReads` over one reused ``requests.Session`` (injectable: tests, custom transports)."""
+    """`ClerkReads` over one reused ``requests.Session`` (injectable: tests, custom transports).
+
+    Its own runner serves direct calls (the worker, the CLI); in a lookup, the cache's runner
+    carries out the same programs over this session.
+    """
 
     def __init__(
         self,

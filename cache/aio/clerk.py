@@ -1,9 +1,5 @@
-"""The Clerk client over ``httpx.AsyncClient``: the twin of `cache.clerk`.
-
-Paging, retries, timeouts and the budget are `cache.clerk.ClerkReads`' programs; this
-client runs them on its own `cache.aio.io.AsyncIO` when called directly, and an async
-cache runs them on the cache's runner as part of a lookup.
-"""
+"""The Clerk client over ``httpx.AsyncClient``: the twin of `cache.clerk`, whose programs
+(`cache.clerk.ClerkReads`: paging, retries, timeouts, the budget) it runs."""
 
 from __future__ import annotations
 
@@ -17,7 +13,11 @@ from cache.clerk import ClerkOptions, ClerkReads
 
 
 class AsyncClerkClient(ClerkReads):
-    """`ClerkReads` over an ``httpx.AsyncClient`` (injectable: tests, custom transports)."""
+    """`ClerkReads` over an ``httpx.AsyncClient`` (injectable: tests, custom transports).
+
+    Its own runner serves direct calls; in a lookup, the cache's runner carries out the same
+    programs over this client.
+    """
 
     def __init__(
         self,
