@@ -3,10 +3,10 @@
 Each rule is one atomic step of one actor against the real Lua scripts (`cache.protocol`)
 on the session's private Redis, with Clerk played by the stand-in's in-memory model:
 
-- lookups: the library's own lookup (`cache.read_path.ReadPath.memberships`, the program both
-  the sync and the async cache run), driven one effect at a time: read the key; take the lease
-  (or wait); the Clerk read *starts* (it sees Clerk as it is at that step); the read *returns*;
-  the fill;
+- lookups: the library's own lookup (`cache.read_path.ReadPath.memberships_program`, the program
+  both the sync and the async cache run, its Clerk client's read included), driven one effect at
+  a time: read the key; take the lease (or wait); the Clerk request *starts* (it sees Clerk as it
+  is at that step); its answer *returns*; the fill;
 - the intake (`webhook.events.targets_for` + the record script) delivering any event Clerk
   has sent, late, reordered or duplicated;
 - drain jobs, split as `worker.refresher` runs them (take pending users; take leases;
