@@ -22,37 +22,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from prometheus_client import Counter, Histogram
 from redis import Redis
 from redis.exceptions import RedisError
 
 from cache.config import Settings
 from cache.contract import CLERK_BUDGET_KEY, CLERK_PAUSED_UNTIL_KEY
 from cache.effects import Program, Sleep
-from cache.errors import ClerkUnavailable
-from cache.metrics import LATENCY_BUCKETS
+from cache.errors import ClerkRateLimited as ClerkRateLimited  # re-exported: raised here
+from cache.io import SyncIO
+from cache.metrics import BUDGET, BUDGET_WAIT, PAUSES
 from cache.protocol import clerk_budget_call, clerk_pause_call
-from cache.sync_io import SyncIO
-
-BUDGET = Counter("clerk_org_cache_clerk_budget", "Clerk budget requests by class and outcome", ["priority", "outcome"])
-BUDGET_WAIT = Histogram(
-    "clerk_org_cache_clerk_budget_wait_seconds", "Time spent waiting for Clerk budget", ["priority"],
-    buckets=LATENCY_BUCKETS,
-)  # fmt: skip
-PAUSES = Counter("clerk_org_cache_clerk_pauses", "429s from Clerk that paused every process")
 
 
 class Priority(Enum):
     INTERACTIVE = "i"  # a user is waiting for this answer
     REWARM = "r"  # nobody is: the worker's refreshes, the CLI's warm
-
-
-class ClerkRateLimited(ClerkUnavailable):
-    """No Clerk budget within the interactive wait (the fleet is at its limit, or paused after a 429)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +73,7 @@ class BudgetRules:
         self.policy = policy or BudgetPolicy()
         self._unenforced_until = 0.0
 
-    def taking(self, priority: Priority) -> Program[None]:
+    def take_program(self, priority: Priority) -> Program[None]:
         """Return once this process may send one request to Clerk (raises ClerkRateLimited, see above)."""
         policy = self.policy
         started = time.monotonic()
@@ -119,7 +106,7 @@ class BudgetRules:
                 raise ClerkRateLimited(f"no Clerk budget within {policy.interactive_wait_s:g} s (rate limit)")
             yield Sleep(min(pause_s, 0.25))
 
-    def pausing(self, seconds: float) -> Program[None]:
+    def pause_program(self, seconds: float) -> Program[None]:
         """Clerk answered 429: nobody calls it for ``seconds`` (its Retry-After)."""
         PAUSES.inc()
         with contextlib.suppress(RedisError):  # no fleet pause without Redis: this process still backs off
@@ -129,20 +116,18 @@ class BudgetRules:
 class ClerkBudget(BudgetRules):
     """The budget over a blocking Redis client; see the module docstring for the rules."""
 
-    def __init__(
-        self, redis: Redis, policy: BudgetPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
+    def __init__(self, redis: Redis, policy: BudgetPolicy | None = None) -> None:
         super().__init__(policy)
         self.redis = redis
-        self._io = SyncIO(redis, sleep=sleep)
+        self._io = SyncIO(redis)
 
     def take(self, priority: Priority) -> None:
-        """Block until this process may send one request to Clerk (`taking`)."""
-        self._io.run(self.taking(priority))
+        """Block until this process may send one request to Clerk (`take_program`)."""
+        self._io.run(self.take_program(priority))
 
     def pause(self, seconds: float) -> None:
-        """Pause every process for ``seconds`` (`pausing`)."""
-        self._io.run(self.pausing(seconds))
+        """Pause every process for ``seconds`` (`pause_program`)."""
+        self._io.run(self.pause_program(seconds))
 
     def usage(self) -> dict[str, float]:
         """What the window holds now, for `clerk-org-cache stats`."""

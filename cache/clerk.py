@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -19,8 +18,8 @@ from cache.budget import BudgetRules, ClerkBudget, Priority
 from cache.contract import check_org_id, check_user_id
 from cache.effects import HttpFailed, HttpGet, HttpResponse, Program, Sleep
 from cache.errors import ClerkAuthError, ClerkError, ClerkNotFound, ClerkUnavailable
+from cache.io import SyncIO
 from cache.metrics import CLERK_REQUESTS, CLERK_RESPONSES
-from cache.sync_io import SyncIO
 
 PAGE_LIMIT = 500  # Clerk's maximum page size
 MAX_PAGES = 200  # 100,000 memberships: far past any real user; stops a runaway loop
@@ -72,17 +71,17 @@ class ClerkReads:
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}({self._base!r})"
 
-    def reading_user_memberships(self, user_id: str) -> Program[list[dict[str, Any]]]:
+    def user_memberships_program(self, user_id: str) -> Program[list[dict[str, Any]]]:
         """All of a user's organization memberships, every page."""
-        return self._list_all(f"/users/{check_user_id(user_id)}/organization_memberships")
+        return self._all_pages_program(f"/users/{check_user_id(user_id)}/organization_memberships")
 
-    def reading_organization(self, org_id: str) -> Program[dict[str, Any]]:
-        body = yield from self._get(f"/organizations/{check_org_id(org_id)}", ())
+    def organization_program(self, org_id: str) -> Program[dict[str, Any]]:
+        body = yield from self._get_program(f"/organizations/{check_org_id(org_id)}", ())
         if not isinstance(body, dict):
             raise ClerkUnavailable("Clerk answered an organization that is not a JSON object")
         return body
 
-    def _list_all(self, path: str) -> Program[list[dict[str, Any]]]:
+    def _all_pages_program(self, path: str) -> Program[list[dict[str, Any]]]:
         """Page with the largest limit until ``total_count`` is reached.
 
         Memberships are de-duplicated by id, since a concurrent change in Clerk can
@@ -91,7 +90,7 @@ class ClerkReads:
         seen: dict[str, dict[str, Any]] = {}
         offset = 0
         for _ in range(MAX_PAGES):
-            body = yield from self._get(path, (("limit", PAGE_LIMIT), ("offset", offset)))
+            body = yield from self._get_program(path, (("limit", PAGE_LIMIT), ("offset", offset)))
             if not isinstance(body, dict):
                 raise ClerkUnavailable("Clerk answered a list that is not a JSON object")
             data, total = body.get("data"), body.get("total_count")
@@ -106,13 +105,13 @@ class ClerkReads:
                 return list(seen.values())
         raise ClerkUnavailable(f"Clerk list did not end after {MAX_PAGES} pages")
 
-    def _get(self, path: str, params: tuple[tuple[str, str | int], ...]) -> Program[Any]:
+    def _get_program(self, path: str, params: tuple[tuple[str, str | int], ...]) -> Program[Any]:
         deadline = time.monotonic() + self._retry_budget_s
         request = HttpGet(self._base + path, params, self._auth, self._connect_timeout_s, self._read_timeout_s)
         last: ClerkUnavailable | None = None
         for attempt in range(1, self._max_attempts + 1):
             if self.budget is not None:
-                yield from self.budget.taking(self.priority)  # the fleet's budget (or raises ClerkRateLimited)
+                yield from self.budget.take_program(self.priority)  # the fleet's budget (or raises ClerkRateLimited)
             started = time.perf_counter()
             try:
                 response: HttpResponse = yield request
@@ -130,7 +129,8 @@ class ClerkReads:
                     return outcome
                 last, wait = outcome.error, outcome.wait
                 if response.status == 429 and self.budget is not None:
-                    yield from self.budget.pausing(_retry_after(response))  # every process waits, this one in take
+                    # every process waits, this one in the budget's take
+                    yield from self.budget.pause_program(_retry_after(response))
                     wait = 0.0
             if attempt == self._max_attempts or time.monotonic() + wait > deadline:
                 break
@@ -163,7 +163,11 @@ class ClerkReads:
 
 
 class ClerkClient(ClerkReads):
-    """`ClerkReads` over one reused ``requests.Session`` (injectable: tests, custom transports)."""
+    """`ClerkReads` over one reused ``requests.Session`` (injectable: tests, custom transports).
+
+    Its own runner serves direct calls (the worker, the CLI); in a lookup, the cache's runner
+    carries out the same programs over this session.
+    """
 
     def __init__(
         self,
@@ -172,18 +176,18 @@ class ClerkClient(ClerkReads):
         *,
         session: requests.Session | None = None,
         budget: ClerkBudget | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         **options: Unpack[ClerkOptions],
     ) -> None:
         super().__init__(secret_key, api_url, budget=budget, **options)
-        self._io = SyncIO(budget.redis if budget else None, session=session or requests.Session(), sleep=sleep)
+        self.session = session or requests.Session()
+        self._io = SyncIO(budget.redis if budget else None, http=self.session)
 
     def list_user_memberships(self, user_id: str) -> list[dict[str, Any]]:
         """All of a user's organization memberships, every page."""
-        return self._io.run(self.reading_user_memberships(user_id))
+        return self._io.run(self.user_memberships_program(user_id))
 
     def get_organization(self, org_id: str) -> dict[str, Any]:
-        return self._io.run(self.reading_organization(org_id))
+        return self._io.run(self.organization_program(org_id))
 
 
 @dataclass(frozen=True)

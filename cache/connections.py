@@ -17,6 +17,7 @@ process follows a failover without a restart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -43,19 +44,20 @@ class Role(Enum):
 INTAKE_TIMEOUT_S = 4.0  # above the intake's longest WAIT (REDIS_WAIT_TIMEOUT_MS <= 3000)
 
 
-def _options(role: Role) -> dict[str, Any]:
+def _options(role: Role, retry: Any = Retry) -> dict[str, Any]:
+    """The timeouts and retries of ``role``; ``retry`` is redis-py's blocking or asyncio ``Retry`` class."""
     if role is Role.LOOKUP:
         return {
             "socket_connect_timeout": 0.25,
             "socket_timeout": 0.5,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": retry(NoBackoff(), 0),
             "retry_on_error": [],
         }
     if role is Role.INTAKE:
-        return {"socket_connect_timeout": 1.0, "socket_timeout": INTAKE_TIMEOUT_S, "retry": Retry(NoBackoff(), 1)}
+        return {"socket_connect_timeout": 1.0, "socket_timeout": INTAKE_TIMEOUT_S, "retry": retry(NoBackoff(), 1)}
     if role is Role.TOOL:
-        return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "retry": Retry(ExponentialBackoff(), 2)}
-    return {"socket_connect_timeout": 2.0, "retry": Retry(ExponentialBackoff(cap=2.0), 3)}
+        return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "retry": retry(ExponentialBackoff(), 2)}
+    return {"socket_connect_timeout": 2.0, "retry": retry(ExponentialBackoff(cap=2.0), 3)}
 
 
 @dataclass(frozen=True)
@@ -81,28 +83,45 @@ class RedisTarget:
         return bool(self.sentinels)
 
 
-def redis_client(target: RedisTarget | str, role: Role = Role.LOOKUP, **overrides: Any) -> Redis:
-    """A client for ``role`` (a plain URL string is a target without Sentinel)."""
+@dataclass(frozen=True)
+class _Flavour:
+    """redis-py's blocking or asyncio classes: the one thing the two kinds of client are built with differently."""
+
+    redis: Any
+    sentinel: Any
+    retry: Any
+    ssl_connection: Any
+    parse_url: Callable[[str], Any]
+
+
+_BLOCKING = _Flavour(Redis, Sentinel, Retry, SSLConnection, parse_url)
+
+
+def _connect(target: RedisTarget | str, role: Role, flavour: _Flavour, overrides: dict[str, Any]) -> Any:
+    """A client of ``flavour`` for ``role``: straight to the URL, or to the primary the sentinels name."""
     if isinstance(target, str):
         target = RedisTarget(target)
-    options = {**_options(role), "health_check_interval": 0, "client_name": role.value, **overrides}
+    options = {**_options(role, flavour.retry), "health_check_interval": 0, "client_name": role.value, **overrides}
     if not target.uses_sentinel:
-        return Redis.from_url(target.url, **options)
-    url_options = parse_url(target.url)  # type: ignore[no-untyped-call]
+        return flavour.redis.from_url(target.url, **options)
+    url_options = dict(flavour.parse_url(target.url))
     for key in ("host", "port", "path"):
         url_options.pop(key, None)
-    if url_options.pop("connection_class", None) is SSLConnection:
+    if url_options.pop("connection_class", None) is flavour.ssl_connection:
         url_options["ssl"] = True  # the Sentinel pool picks its TLS connection class from this flag
     sentinel_options = {
         "socket_connect_timeout": options["socket_connect_timeout"],
         "socket_timeout": options.get("socket_timeout") or 2.0,
         "password": target.sentinel_password,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": flavour.retry(NoBackoff(), 0),
     }
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.sentinel_master, redis_class=Redis, **url_options, **options
-    )
+    sentinel = flavour.sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    return sentinel.master_for(target.sentinel_master, redis_class=flavour.redis, **url_options, **options)
+
+
+def redis_client(target: RedisTarget | str, role: Role = Role.LOOKUP, **overrides: Any) -> Redis:
+    """A client for ``role`` (a plain URL string is a target without Sentinel)."""
+    client: Redis = _connect(target, role, _BLOCKING, overrides)
     return client
 
 
@@ -124,31 +143,6 @@ def async_cache_redis(target: RedisTarget | str) -> AsyncRedis:
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-    if isinstance(target, str):
-        target = RedisTarget(target)
-    options: dict[str, Any] = {
-        "socket_connect_timeout": 0.25,
-        "socket_timeout": 0.5,
-        "retry": AsyncRetry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "health_check_interval": 0,
-        "client_name": Role.LOOKUP.value,
-    }
-    if not target.uses_sentinel:
-        return AsyncRedis.from_url(target.url, **options)
-    url_options: dict[str, Any] = dict(async_parse_url(target.url))
-    for key in ("host", "port", "path"):
-        url_options.pop(key, None)
-    if url_options.pop("connection_class", None) is AsyncSSLConnection:
-        url_options["ssl"] = True
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels),
-        sentinel_kwargs={
-            "socket_connect_timeout": 0.25,
-            "socket_timeout": 0.5,
-            "password": target.sentinel_password,
-            "retry": AsyncRetry(NoBackoff(), 0),
-        },
-    )
-    client: AsyncRedis = sentinel.master_for(target.sentinel_master, redis_class=AsyncRedis, **url_options, **options)
+    flavour = _Flavour(AsyncRedis, AsyncSentinel, AsyncRetry, AsyncSSLConnection, async_parse_url)
+    client: AsyncRedis = _connect(target, Role.LOOKUP, flavour, {})
     return client

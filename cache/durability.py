@@ -21,11 +21,9 @@ from typing import Any
 
 from cache.config import Settings
 from cache.effects import RedisCommand
-from cache.errors import CacheUnavailable
+from cache.errors import NotReplicated
 
-
-class NotReplicated(CacheUnavailable):
-    """Fewer replicas than required acknowledged the write within the timeout."""
+__all__ = ["NotReplicated", "ReplicaWait", "WaitPolicy", "online_replicas"]
 
 
 @dataclass(frozen=True)

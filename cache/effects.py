@@ -3,10 +3,23 @@
 The lookup, the Clerk client's paging and retries, the Clerk budget and the record
 script's fallbacks are each written once, as a generator (a `Program`) that *yields*
 an effect below and is *sent* its result, or has the I/O's exception thrown in at the
-same ``yield``. Nothing in a program blocks or awaits: `cache.sync_io` carries the
-effects out with ``redis.Redis`` and ``requests``, `cache.aio.io` with
-``redis.asyncio`` and ``httpx``. The two differ only in how they wait, as httpcore
-and h11 split a protocol from its sockets.
+same ``yield``. Nothing in a program blocks or awaits: a runner carries the effects out,
+`cache.io.SyncIO` with ``redis.Redis`` and ``requests``, `cache.aio.io.AsyncIO` with
+``redis.asyncio`` and ``httpx``. The two differ only in how they wait, as httpcore and
+h11 split a protocol from its sockets. Each cache has one runner, which carries out every
+effect of a lookup; a program that needs another's answer yields from it.
+
+Naming rule, so that an unrun program is visible where it is made:
+
+- A function or method that returns a `Program` ends in ``_program``
+  (``ReadPath.memberships_program``, ``ClerkReads.user_memberships_program``,
+  ``BudgetRules.take_program``, ``record_program``). Calling it does nothing: a runner
+  runs it (``io.run(cache.read_path.memberships_program(user_id))``) or another program
+  yields from it (``yield from self.clerk.user_memberships_program(user_id)``).
+- A function that returns one effect as data ends in ``_call`` (``acquire_call``,
+  ``forget_call``); a runner's ``do`` carries it out.
+- Every other name does its I/O when called (``MembershipCache.get_memberships``,
+  ``ClerkBudget.take``, ``RefreshStore.take_pending``).
 """
 
 from __future__ import annotations
@@ -84,14 +97,7 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class FetchMemberships:
-    """Every membership of the user, from the cache's Clerk client (itself a program, run by its own I/O)."""
-
-    user_id: str
-
-
-Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | FetchMemberships
+Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep
 
 Program = Generator[Effect, Any, T]
 """A decision procedure: yields effects, receives their results, returns its answer."""

@@ -1,15 +1,19 @@
-"""Every error this project raises on purpose, in one small hierarchy.
+"""Every error the cache library (``cache/``) raises on purpose, in one small hierarchy.
 
-Callers catch `ClerkCacheError` for "anything from this package", or a narrower
+Callers catch `ClerkCacheError` for "anything from this project", or a narrower
 class when they can act on it (e.g. `ClerkUnavailable` is worth retrying,
-`ClerkAuthError` is not).
+`ClerkAuthError` is not). Each class is also importable where it is raised
+(`cache.durability.NotReplicated`, `cache.budget.ClerkRateLimited`,
+`cache.authz.Denied`). The services (the webhook intake, the worker, the CLI)
+derive their own few errors from `ClerkCacheError` in their own packages, which
+this library does not import.
 """
 
 from __future__ import annotations
 
 
 class ClerkCacheError(Exception):
-    """Base class of every error raised on purpose by cache/, webhook/ and worker/."""
+    """Base class of every error this project raises on purpose (the library's and the services')."""
 
 
 class ConfigError(ClerkCacheError):
@@ -31,6 +35,10 @@ class CacheUnavailable(ClerkCacheError):
     """Redis could not be reached or answered with an error."""
 
 
+class NotReplicated(CacheUnavailable):
+    """Fewer replicas than required acknowledged the write within the timeout (see `cache.durability`)."""
+
+
 class ClerkError(ClerkCacheError):
     """Clerk's Backend API answered something we cannot use."""
 
@@ -50,3 +58,24 @@ class ClerkAuthError(ClerkError):
 
 class ClerkNotFound(ClerkError):
     """Clerk does not know the user or organization (404)."""
+
+
+class ClerkRateLimited(ClerkUnavailable):
+    """No Clerk budget within the interactive wait (the fleet is at its limit, or paused after a 429)."""
+
+
+class Denied(ClerkCacheError):
+    """A request the authorization check (`cache.authz`) refuses.
+
+    ``status`` is the HTTP status and ``code`` the stable ``error`` string of the JSON
+    body (as `webhook.errors.WebhookRejected`); the message is safe to show.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+    def body(self) -> dict[str, str]:
+        """The JSON body every adapter answers with: the project's ``{"error", "message"}``."""
+        return {"error": self.code, "message": str(self)}

@@ -1,10 +1,10 @@
-"""The lookup metrics, counted in whatever process imports ``cache`` (prometheus-client).
+"""Every Prometheus metric of the cache library, counted in whatever process imports ``cache``.
 
-Only what a lookup does is registered here, so an app's own ``/metrics`` shows
-nothing of the webhook intake or the worker (those live in `webhook.metrics` and
-`worker.metrics`). `render` exposes this process's registry, or every process's
-under prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, as
-under gunicorn).
+Only what a lookup and its Clerk calls do is registered here (lookups, fills, Clerk
+requests, the fleet's Clerk budget), so an app's own ``/metrics`` shows nothing of the
+webhook intake or the worker (those live in `webhook.metrics` and `worker.metrics`).
+`render` exposes this process's registry, or every process's under prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, as under gunicorn).
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ FILLS = Counter(
 SINGLE_FLIGHT_WAITS = Counter(
     "clerk_org_cache_single_flight_waits", "Misses that waited for another caller's fill, by outcome", ["outcome"]
 )
+BUDGET = Counter("clerk_org_cache_clerk_budget", "Clerk budget requests by class and outcome", ["priority", "outcome"])
+BUDGET_WAIT = Histogram(
+    "clerk_org_cache_clerk_budget_wait_seconds", "Time spent waiting for Clerk budget", ["priority"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+PAUSES = Counter("clerk_org_cache_clerk_pauses", "429s from Clerk that paused every process")
 
 
 def render() -> tuple[bytes, str]:

@@ -1,9 +1,12 @@
-"""The freshness protocol, as Lua scripts run atomically inside Redis.
+"""The freshness protocol, as Lua scripts run atomically inside Redis: their calls as data.
 
-This module owns every multi-key write, so the rules live in one place. The scripts
-themselves are plain files in ``cache/lua/`` (shipped as package data), each with a
-header documenting its KEYS, ARGV and reply, so a TypeScript (or any) client can run
-the very same files; this module is the Python side that calls them:
+Every script call is built here (a `cache.effects.RunScript` per call, decoded by the
+function next to it), so the rules live in one place; nothing here does I/O or imports a
+runner. The caches run these calls through their runner (`cache.io`, `cache.aio.io`),
+the intake and the CLI run `record_program`, and the worker's store (`worker.store`) runs the
+drain, pending and patch calls. The scripts themselves are plain files in ``cache/lua/``
+(shipped as package data), each with a header documenting its KEYS, ARGV and reply, so
+a TypeScript (or any) client can run the very same files:
 
 * **Leases on fills** (Facebook's memcache leases): a lookup that misses takes a
   random token in ``user-orgs-lease:<id>`` *before* it calls Clerk. Invalidation
@@ -29,16 +32,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from redis import Redis
 from redis.exceptions import ResponseError
 
 from cache import contract
 from cache.durability import ReplicaWait
 from cache.effects import Program, RedisCommand, RedisPipeline, RunScript
-from cache.scripts import SCRIPT_NAMES as SCRIPT_NAMES  # re-exported: the files this module runs
-from cache.scripts import script_source as script_source
-from cache.scripts import without_shebang as without_shebang
-from cache.sync_io import SyncIO
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ class Stash:
 
 
 class PatchAction(Enum):
-    """What `Protocol.finish_patch` does with a user (the values are finish_patch.lua's)."""
+    """What `finish_patch_call` does with a user (the values are finish_patch.lua's)."""
 
     DONE = "done"  # forget the user: patched, already refilled, or no stash left to patch
     REFRESH = "refresh"  # forget the user, and re-read them in full instead
@@ -152,7 +150,7 @@ def _refuses_shebang(exc: ResponseError) -> bool:
     return "near '#'" in message or "shebang" in message or "unexpected flag" in message
 
 
-# -- the script calls, as data (run by `cache.sync_io` or `cache.aio.io`) ----------------------
+# -- the script calls, as data (run by `cache.io` or `cache.aio.io`) ----------------------
 
 
 def acquire_call(user_id: str, token: str, lease_ms: int, take_over: bool = False) -> RunScript:
@@ -196,6 +194,74 @@ def clerk_pause_call(ms: int) -> RunScript:
     return RunScript("clerk_pause", (contract.CLERK_PAUSED_UNTIL_KEY,), (ms,))
 
 
+def forget_call(svix_id: str) -> RedisCommand:
+    """Undo the bookkeeping of a `record_program` whose drain job could not be enqueued.
+
+    The invalidation stays (it is idempotent); forgetting the message id lets Svix's
+    retry go through the whole path again, and dropping the marker lets it enqueue the
+    drain job.
+    """
+    return RedisCommand(("DEL", contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY))
+
+
+# -- the worker's calls (run by `worker.store`) ---------------------------------------------------
+
+
+def recover_drains_call() -> RunScript:
+    """RECOVER_DRAINS: put the users of drain jobs whose lease expired back in the pending set."""
+    keys = (contract.DRAINS_KEY, contract.PENDING_REFRESH_KEY)
+    return RunScript("recover_drains", keys, (contract.DRAIN_LEASE_PREFIX, contract.REFRESHING_PREFIX))
+
+
+def decode_drain_recovery(reply: Any) -> DrainRecovery:
+    recovered, users, alive = reply
+    return DrainRecovery(int(recovered), int(users), int(alive))
+
+
+def take_pending_call(count: int, drain_id: str) -> RunScript:
+    """TAKE_PENDING: pop up to ``count`` users waiting for a refresh into the drain job's own set."""
+    keys = (contract.PENDING_REFRESH_KEY, contract.refreshing_key(drain_id), contract.DRAINS_KEY)
+    return RunScript("take_pending", keys, (count, drain_id))
+
+
+def acquire_patch_call(user_id: str, token: str, lease_ms: int) -> RunScript:
+    """ACQUIRE_PATCH: take (over) the lease unless a value is cached, and read the user's stash in the same step."""
+    if not 0 < lease_ms <= MAX_LEASE_MS:
+        raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
+    keys = (
+        contract.user_orgs_key(user_id),
+        contract.lease_key(user_id),
+        contract.CHANGE_SEQ_KEY,
+        contract.stash_key(user_id),
+    )
+    return RunScript("acquire_patch", keys, (token, lease_ms))
+
+
+def decode_patch_acquired(reply: Any) -> tuple[Acquired, Stash | None]:
+    """HIT or LEASE, with the user's stash (None if there is none)."""
+    state, raw, expire_at = reply
+    stash = None
+    if raw is not None and int(expire_at) > 0:
+        text = _text(raw)
+        org_id, _, value = text.partition(" ")
+        stash = Stash(org_id, value, int(expire_at), text)
+    return Acquired(int(state)), stash
+
+
+def finish_patch_call(org_id: str, outcomes: Sequence[PatchOutcome]) -> RunScript:
+    """FINISH_PATCH: settle patched users as each `PatchOutcome` says; see cache/lua/finish_patch.lua."""
+    args: list[str] = [contract.STASH_PREFIX]
+    for outcome in outcomes:
+        args += [outcome.user_id, outcome.stash.raw if outcome.stash else "", outcome.action.value]
+    return RunScript("finish_patch", (contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY), tuple(args))
+
+
+def finish_org_patch_call(kind: str, org_id: str) -> RunScript:
+    """FINISH_ORG_PATCH: the org's patch is over (kind 'o' updated, 'x' deleted)."""
+    keys = (contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id))
+    return RunScript("finish_org_patch", keys, (f"{kind}:{org_id}",))
+
+
 class ScriptSupport:
     """What a server turned out to accept, learnt on first use and kept for the client's life."""
 
@@ -203,7 +269,7 @@ class ScriptSupport:
         self.shebang_refused = False  # the server refuses `#!lua flags=` (Redis < 7, some managed services)
 
 
-def record(
+def record_program(
     targets: Sequence[Target],
     svix_id: str | None = None,
     *,
@@ -260,195 +326,6 @@ def record(
             continue
         recorded, invalidated, schedule = reply
         return Recorded(duplicate=not recorded, invalidated=int(invalidated), schedule_drain=bool(schedule))
-
-
-class Protocol:
-    """The scripts over one blocking Redis client (each loads once, then runs by SHA).
-
-    The ``*_many`` forms send one call per user in a single pipelined round trip.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._io = SyncIO(redis)
-        self.support = ScriptSupport()
-
-    def _run(self, call: RunScript) -> Any:
-        return self._io.do(call)
-
-    def _pipeline(self, calls: Sequence[RunScript]) -> list[Any]:
-        return self._io.pipeline(RedisPipeline(tuple(calls)))
-
-    def acquire(self, user_id: str, token: str, lease_ms: int) -> tuple[Acquired, Any]:
-        """Return (HIT, raw value), (LEASE, token) or (WAIT, None) in one round trip."""
-        return decode_acquired(self._run(acquire_call(user_id, token, lease_ms)))
-
-    def acquire_many(
-        self, requests: Sequence[tuple[str, str]], lease_ms: int, *, take_over: bool = False
-    ) -> list[tuple[Acquired, Any]]:
-        """`acquire` for each (user id, token), in one round trip; ``take_over`` never answers WAIT."""
-        calls = [acquire_call(user_id, token, lease_ms, take_over) for user_id, token in requests]
-        return [decode_acquired(reply) for reply in self._pipeline(calls)]
-
-    def fill(self, fill: Fill, ttl_s: int) -> bool:
-        """Store only if the token still holds the lease and none of the value's orgs changed since."""
-        return bool(self._run(fill_call(fill, ttl_s)))
-
-    def fill_many(self, fills: Sequence[Fill], ttl_s: int) -> list[bool]:
-        """`fill` for each, in one round trip (``ttl_s`` unless a Fill names its own lifetime)."""
-        return [bool(reply) for reply in self._pipeline([fill_call(fill, ttl_s) for fill in fills])]
-
-    def release(self, user_id: str, token: str) -> None:
-        """Give a lease back (after a failed Clerk call) so waiters need not wait it out."""
-        self._run(release_call(user_id, token))
-
-    def record(
-        self, targets: Sequence[Target], svix_id: str | None = None, *, durable: ReplicaWait | None = None
-    ) -> Recorded:
-        """Run `record` (the module's program) on this client."""
-        return self._io.run(record(targets, svix_id, durable=durable, support=self.support))
-
-    def forget(self, svix_id: str) -> None:
-        """Undo the bookkeeping of a `record` whose drain job could not be enqueued.
-
-        The invalidation stays (it is idempotent); forgetting the message id lets
-        Svix's retry go through the whole path again, and dropping the marker lets
-        it enqueue the drain job.
-        """
-        self._redis.delete(contract.seen_event_key(contract.check_svix_id(svix_id)), contract.DRAIN_SCHEDULED_KEY)
-
-    def start_drain(self, drain_id: str) -> None:
-        """Called first by a drain job: events from now on enqueue another job, its lease is taken,
-        and users that dead jobs had taken are pending again (`recover_drains`)."""
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(contract.DRAIN_SCHEDULED_KEY)
-        pipe.set(contract.drain_lease_key(drain_id), "1", px=DRAIN_LEASE_MS)
-        pipe.execute()
-        self.recover_drains()
-
-    def renew_drain(self, drain_id: str) -> None:
-        """The running job's heartbeat: its users stay its own while this keeps being called."""
-        self._redis.set(contract.drain_lease_key(drain_id), "1", px=DRAIN_LEASE_MS)
-
-    def end_drain(self, drain_id: str) -> None:
-        """The job is over: drop its lease; users it did not finish go back to the pending set."""
-        self._redis.delete(contract.drain_lease_key(drain_id))
-        self.recover_drains()
-
-    def recover_drains(self) -> DrainRecovery:
-        """Put the users of drain jobs whose lease expired (their worker died) back in the pending set."""
-        recovered, users, alive = self._run(
-            RunScript(
-                "recover_drains",
-                (contract.DRAINS_KEY, contract.PENDING_REFRESH_KEY),
-                (contract.DRAIN_LEASE_PREFIX, contract.REFRESHING_PREFIX),
-            )
-        )
-        return DrainRecovery(int(recovered), int(users), int(alive))
-
-    def drain_alive(self, drain_id: str) -> bool:
-        return bool(self._redis.exists(contract.drain_lease_key(drain_id)))
-
-    def take_pending(self, count: int, drain_id: str) -> list[str]:
-        """Pop up to ``count`` users waiting for a refresh into the job's own set; call `done` for them."""
-        keys = (contract.PENDING_REFRESH_KEY, contract.refreshing_key(drain_id), contract.DRAINS_KEY)
-        taken = self._run(RunScript("take_pending", keys, (count, drain_id)))
-        return [_text(u) for u in taken]
-
-    def done(self, drain_id: str, refreshed: Sequence[str], retry: Sequence[str] = ()) -> None:
-        """Finish taken users: forget ``refreshed``, put ``retry`` back in the pending set."""
-        pipe = self._redis.pipeline(transaction=True)
-        if retry:
-            pipe.sadd(contract.PENDING_REFRESH_KEY, *retry)
-        if refreshed or retry:
-            pipe.srem(contract.refreshing_key(drain_id), *refreshed, *retry)
-        pipe.execute()
-
-    def pending_count(self) -> int:
-        """Users waiting for a full re-read (not yet taken by a drain job)."""
-        return int(self._redis.scard(contract.PENDING_REFRESH_KEY))
-
-    def waiting_work(self) -> int:
-        """Users pending, taken by drain jobs, or waiting for an org patch (for the sweep and metrics)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.scard(contract.PENDING_REFRESH_KEY)
-        pipe.scard(contract.DRAINS_KEY)
-        pipe.scard(contract.ORG_PATCHES_KEY)
-        return sum(int(n) for n in pipe.execute())
-
-    # -- the fleet's Clerk budget (see cache/budget.py) ---------------------------------------
-
-    def take_clerk_budget(self, priority: str, limit: int, window_ms: int, reserve: int) -> tuple[bool, int]:
-        """One slot of Clerk budget for priority 'i' or 'r': (granted, ms to wait before asking again)."""
-        granted, wait_ms = self._run(clerk_budget_call(priority, limit, window_ms, reserve))
-        return bool(granted), int(wait_ms)
-
-    def pause_clerk(self, ms: int) -> None:
-        """Nobody calls Clerk for ``ms`` (after a 429): extends the fleet's pause, never shortens it."""
-        self._run(clerk_pause_call(ms))
-
-    # -- org patches: members stashed by an org event, patched from one Clerk read --------
-
-    def org_patches(self) -> list[tuple[str, str]]:
-        """Pending org patches as (kind, org id): kind 'o' updated, 'x' deleted."""
-        entries = self._redis.smembers(contract.ORG_PATCHES_KEY)
-        decoded = sorted(_text(e) for e in entries)
-        return [(entry[0], entry[2:]) for entry in decoded]
-
-    def patch_members(self, org_id: str, count: int) -> list[str]:
-        """Up to ``count`` users waiting for this org's patch (they stay listed until `finish_patch`)."""
-        members = self._redis.srandmember(contract.org_patch_key(org_id), count) or []
-        return [_text(m) for m in members]  # type: ignore[arg-type]
-
-    def acquire_patch_many(
-        self, requests: Sequence[tuple[str, str]], lease_ms: int
-    ) -> list[tuple[Acquired, Stash | None]]:
-        """For each (user id, token), in one round trip: take (over) the lease unless a value is cached,
-        and read the user's stash in the same step (HIT or LEASE, with the stash or None)."""
-        if not 0 < lease_ms <= MAX_LEASE_MS:
-            raise ValueError(f"lease_ms must be in 1..{MAX_LEASE_MS}")
-        calls = [
-            RunScript(
-                "acquire_patch",
-                (
-                    contract.user_orgs_key(user_id),
-                    contract.lease_key(user_id),
-                    contract.CHANGE_SEQ_KEY,
-                    contract.stash_key(user_id),
-                ),
-                (token, lease_ms),
-            )
-            for user_id, token in requests
-        ]
-        out: list[tuple[Acquired, Stash | None]] = []
-        for state, raw, expire_at in self._pipeline(calls):
-            stash = None
-            if raw is not None and int(expire_at) > 0:
-                text = _text(raw)
-                org_id, _, value = text.partition(" ")
-                stash = Stash(org_id, value, int(expire_at), text)
-            out.append((Acquired(int(state)), stash))
-        return out
-
-    def finish_patch(self, org_id: str, outcomes: Sequence[PatchOutcome]) -> None:
-        """Settle patched users as `PatchOutcome` says; see cache/lua/finish_patch.lua."""
-        if not outcomes:
-            return
-        args: list[str] = [contract.STASH_PREFIX]
-        for outcome in outcomes:
-            args += [outcome.user_id, outcome.stash.raw if outcome.stash else "", outcome.action.value]
-        self._run(
-            RunScript("finish_patch", (contract.org_patch_key(org_id), contract.PENDING_REFRESH_KEY), tuple(args))
-        )
-
-    def finish_org_patch(self, kind: str, org_id: str) -> None:
-        self._run(
-            RunScript(
-                "finish_org_patch",
-                (contract.ORG_PATCHES_KEY, contract.org_patch_key(org_id)),
-                (f"{kind}:{org_id}",),
-            )
-        )
 
 
 def _text(value: bytes | str) -> str:

@@ -9,6 +9,10 @@ Read path (see cache/protocol.py for the scripts):
    bounded time before answering from Clerk ourselves without storing.
 3. If Redis fails, the breaker opens and lookups answer straight from Clerk.
 
+The Clerk read is the Clerk client's own program (`cache.clerk.ClerkReads`: paging,
+retries, the fleet's budget), which the lookup yields from, so one runner carries out
+every effect of a lookup, the Clerk request and the budget's scripts included.
+
 A value is never stored from a Clerk read that started before an invalidation, and
 errors or partial lists are never stored at all.
 """
@@ -25,6 +29,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from cache.breaker import RedisBreaker
+from cache.clerk import ClerkReads
 from cache.contract import (
     CorruptValue,
     Membership,
@@ -36,20 +41,19 @@ from cache.contract import (
     user_orgs_key,
 )
 from cache.durability import ReplicaWait
-from cache.effects import FetchMemberships, Program, RedisGet, Sleep
+from cache.effects import Program, RedisGet, Sleep
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
 from cache.protocol import (
     Acquired,
     Fill,
     ScriptSupport,
-    Target,
     acquire_call,
     decode_acquired,
     drop_user,
     fill_call,
     new_token,
-    record,
+    record_program,
     release_call,
 )
 
@@ -113,6 +117,7 @@ class ReadPath:
 
     def __init__(
         self,
+        clerk: ClerkReads,
         *,
         ttl_seconds: int = 300,
         lease_ms: int = 15_000,
@@ -120,6 +125,7 @@ class ReadPath:
         breaker: RedisBreaker | None = None,
         durable: ReplicaWait | None = None,
     ) -> None:
+        self.clerk = clerk
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
         self.fill_wait_s = fill_wait_s
@@ -128,57 +134,54 @@ class ReadPath:
         self.stats = CacheStats()
         self.support = ScriptSupport()
 
-    def memberships(self, user_id: str) -> Program[list[Membership]]:
+    def memberships_program(self, user_id: str) -> Program[list[Membership]]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
         check_user_id(user_id)
         try:
-            return (yield from self._lookup(user_id))
+            return (yield from self._lookup_program(user_id))
         except ClerkError:
             self.stats.add("errors")
             raise
 
-    def membership(self, user_id: str, organization_id: str) -> Program[Membership | None]:
+    def membership_program(self, user_id: str, organization_id: str) -> Program[Membership | None]:
         """The user's membership in one org, or None: the question most auth checks ask."""
         check_org_id(organization_id)
-        return membership_in((yield from self.memberships(user_id)), organization_id)
+        return membership_in((yield from self.memberships_program(user_id)), organization_id)
 
-    def invalidating(self, user_id: str) -> Program[None]:
+    def invalidate_program(self, user_id: str) -> Program[None]:
         """Drop the user's cached value and void any fill in flight.
 
         Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
         CacheUnavailable) if too few replicas acknowledged it: the caller must know.
         """
-        yield from self.recording([drop_user(user_id)])
-
-    def recording(self, targets: list[Target]) -> Program[None]:
         try:
-            yield from record(targets, durable=self.durable, support=self.support)
+            yield from record_program([drop_user(user_id)], durable=self.durable, support=self.support)
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
 
     # -- the lookup's steps ---------------------------------------------------------------
 
-    def _lookup(self, user_id: str) -> Program[list[Membership]]:
+    def _lookup_program(self, user_id: str) -> Program[list[Membership]]:
         if not self.breaker.allows():
-            return (yield from self._fallback(user_id))
+            return (yield from self._fallback_program(user_id))
         try:
             raw = yield RedisGet(user_orgs_key(user_id))
         except RedisError:
             self.breaker.record_failure()
-            return (yield from self._fallback(user_id))
+            return (yield from self._fallback_program(user_id))
         self.breaker.record_success()
         if raw is not None:
             try:
                 memberships = decode_memberships(raw)
             except CorruptValue:
                 log.warning("corrupt cached value for a user; answering from Clerk")
-                return (yield from self._fallback(user_id, count_as="misses"))
+                return (yield from self._fallback_program(user_id, count_as="misses"))
             self.stats.add("hits")
             return memberships
         self.stats.add("misses")
-        return (yield from self._read_through(user_id))
+        return (yield from self._read_through_program(user_id))
 
-    def _read_through(self, user_id: str) -> Program[list[Membership]]:
+    def _read_through_program(self, user_id: str) -> Program[list[Membership]]:
         deadline = time.monotonic() + self.fill_wait_s
         delay = 0.002
         waited = False
@@ -188,43 +191,43 @@ class ReadPath:
                 state, raw = decode_acquired((yield acquire_call(user_id, token, self.lease_ms)))
             except RedisError:
                 self.breaker.record_failure()
-                return (yield from self._fallback(user_id))
+                return (yield from self._fallback_program(user_id))
             except GeneratorExit:
                 raise
             except BaseException:  # the caller gave up while the reply was on its way: the lease may be ours
-                yield from self._release_quietly(user_id, token)
+                yield from self._release_program(user_id, token)
                 raise
             if state is Acquired.HIT:
                 try:
                     return decode_memberships(raw)
                 except CorruptValue:
-                    return (yield from self._fallback(user_id))
+                    return (yield from self._fallback_program(user_id))
             if state is Acquired.LEASE:
-                memberships = yield from self._fetch_and_fill(user_id, token)
+                memberships = yield from self._fetch_and_fill_program(user_id, token)
                 return memberships if memberships is not None else []
             if not waited:
                 waited = True
                 self.stats.add("waits")
             if time.monotonic() + delay > deadline:
                 self.stats.add("wait_fallbacks")
-                return (yield from self._fallback(user_id, count_as=None))
+                return (yield from self._fallback_program(user_id, count_as=None))
             yield Sleep(delay)
             delay = min(delay * 2, 0.025)
 
-    def _fetch_and_fill(self, user_id: str, token: str) -> Program[list[Membership] | None]:
+    def _fetch_and_fill_program(self, user_id: str, token: str) -> Program[list[Membership] | None]:
         """Call Clerk under our lease and store the answer if the lease survived.
 
         Returns None for a user Clerk does not know (nothing is stored).
         """
         try:
-            memberships = yield from self._fetch(user_id)
+            memberships = yield from self._fetch_program(user_id)
         except ClerkNotFound:
-            yield from self._release_quietly(user_id, token)
+            yield from self._release_program(user_id, token)
             return None
         except GeneratorExit:  # closed without being driven: no I/O is possible any more
             raise
         except BaseException:  # a Clerk error, or the caller gave up (cancelled): waiters need not wait it out
-            yield from self._release_quietly(user_id, token)
+            yield from self._release_program(user_id, token)
             raise
         try:
             stored = yield fill_call(fill_for(user_id, token, memberships), self.ttl_seconds)
@@ -234,30 +237,30 @@ class ReadPath:
         except GeneratorExit:
             raise
         except BaseException:  # gave up before the FILL's reply: if it did not run, the lease is still ours
-            yield from self._release_quietly(user_id, token)
+            yield from self._release_program(user_id, token)
             raise
         self.stats.add("fills" if stored else "fills_refused")
         return memberships
 
-    def _release_quietly(self, user_id: str, token: str) -> Program[None]:
+    def _release_program(self, user_id: str, token: str) -> Program[None]:
         """Give the lease back so waiters need not wait it out; best effort."""
         try:
             yield release_call(user_id, token)
         except RedisError:
             self.breaker.record_failure()
 
-    def _fallback(self, user_id: str, count_as: str | None = "redis_fallbacks") -> Program[list[Membership]]:
+    def _fallback_program(self, user_id: str, count_as: str | None = "redis_fallbacks") -> Program[list[Membership]]:
         """Answer from Clerk without touching Redis."""
         if count_as:
             self.stats.add(count_as)
         try:
-            return (yield from self._fetch(user_id))
+            return (yield from self._fetch_program(user_id))
         except ClerkNotFound:
             return []
 
-    def _fetch(self, user_id: str) -> Program[list[Membership]]:
+    def _fetch_program(self, user_id: str) -> Program[list[Membership]]:
         self.stats.add("clerk_calls")
-        return memberships_from_clerk((yield FetchMemberships(user_id)))
+        return memberships_from_clerk((yield from self.clerk.user_memberships_program(user_id)))
 
 
 def membership_in(memberships: list[Membership], organization_id: str) -> Membership | None:
@@ -280,11 +283,12 @@ def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
     return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
 
 
-class CacheFront:
-    """What the sync and the async cache share: their `ReadPath` and what it counts."""
+class MembershipCacheBase:
+    """The base class of `cache.MembershipCache` and `cache.aio.AsyncMembershipCache`: the `ReadPath`
+    both run (each with its own runner) and what it counts."""
 
-    def __init__(self, **options: Unpack[ReadPathOptions]) -> None:
-        self.read_path = ReadPath(**options)
+    def __init__(self, clerk: ClerkReads, **options: Unpack[ReadPathOptions]) -> None:
+        self.read_path = ReadPath(clerk, **options)
 
     @property
     def stats(self) -> CacheStats:

@@ -43,7 +43,8 @@ from cache.contract import (
 )
 from cache.durability import ReplicaWait, WaitPolicy
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkNotFound, ClerkUnavailable, ConfigError
-from cache.protocol import Protocol, Target, refresh_user, reread_org_members
+from cache.io import SyncIO
+from cache.protocol import Target, record_program, refresh_user, reread_org_members
 from service.redis_checks import ChecksUnavailable, risky_settings
 from worker.queue import enqueue_drain, refresh_queue
 from worker.refresher import Refresher
@@ -107,7 +108,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _record(targets: Sequence[Target]) -> int:
     settings = _settings(need_clerk_key=False)
     redis = _redis(settings)
-    recorded = Protocol(redis).record(targets, durable=ReplicaWait(WaitPolicy.from_settings(settings)))
+    recorded = SyncIO(redis).run(record_program(targets, durable=ReplicaWait(WaitPolicy.from_settings(settings))))
     if recorded.schedule_drain:
         enqueue_drain(refresh_queue(redis), settings.refresh_retry_intervals)
     print(f"invalidated {recorded.invalidated} cached value(s); the worker re-warms them")

@@ -10,13 +10,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from redis import Redis
 
 import cache.aio as cache_aio
 from cache import Membership, contract
-from cache.effects import FetchMemberships, RunScript
-from cache.sync_io import SyncIO
+from cache.effects import RunScript
+from cache.io import SyncIO
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from tests.read_apis import AsyncApi, Kind, ReadApi
@@ -165,14 +166,11 @@ def test_a_lookup_abandoned_while_a_reply_is_on_its_way_leaves_no_lease(
     waited 2 s for 15 s. Driven here a step at a time, as a runner does, on the real Redis: the
     caller's cancellation arrives instead of the reply."""
     orgs_with_member(clerk, ALICE, "Acme")
-    io = SyncIO(redis)
-    program = async_api.cache.read_path.memberships(ALICE)
+    io = SyncIO(redis, http=requests.Session())  # the Clerk read goes to the stand-in, as the cache's would
+    program = async_api.cache.read_path.memberships_program(ALICE)
     effect = next(program)
     while not (isinstance(effect, RunScript) and effect.name == step):
-        if isinstance(effect, FetchMemberships):
-            effect = program.send(clerk.memberships_of(ALICE))
-        else:
-            effect = program.send(io.do(effect))
+        effect = program.send(io.do(effect))
     if step == "acquire":
         io.do(effect)  # the script ran and granted the lease ...
     # ... (or, for the FILL, never ran: the lease still stands) but the caller gave up before the reply

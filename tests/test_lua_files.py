@@ -1,6 +1,6 @@
 """The Lua files in cache/lua/ are the protocol other services (some in TypeScript) run as they are.
 
-So each file must be the very script Protocol runs (none orphaned), document its KEYS, ARGV
+So each file must be the very script the library runs (none orphaned), document its KEYS, ARGV
 and reply in its header, and work with a plain EVAL / SCRIPT LOAD, with no Python in between.
 """
 
@@ -23,9 +23,9 @@ from cache import contract
 from cache.aio.io import AsyncIO
 from cache.contract import CHANGE_SEQ_KEY, lease_key, stash_key, user_orgs_key
 from cache.effects import RunScript
-from cache.protocol import SCRIPT_NAMES, Acquired, PatchAction, Protocol, new_token, script_source, without_shebang
-from cache.scripts import script_text
-from cache.sync_io import SyncIO
+from cache.io import SyncIO
+from cache.protocol import Acquired, PatchAction, acquire_call, decode_acquired, new_token
+from cache.scripts import SCRIPT_NAMES, script_source, script_text, without_shebang
 from devstack.redis_server import RedisServer
 from tests.support import ALICE, held_leases
 
@@ -182,7 +182,7 @@ def test_acquire_and_fill_hold_the_lease_rule_under_plain_eval(redis: Redis) -> 
     assert redis.exists(contract.lease_key(user)) == 0
 
     # the Python side sees the same state: a hit, with the value the plain EVAL stored
-    assert Protocol(redis).acquire(user, "token-c", 5000) == (Acquired.HIT, value)
+    assert decode_acquired(SyncIO(redis).do(acquire_call(user, "token-c", 5000))) == (Acquired.HIT, value)
 
 
 @pytest.mark.parametrize("script", ["acquire", "acquire_patch"])

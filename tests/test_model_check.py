@@ -3,10 +3,10 @@
 Each rule is one atomic step of one actor against the real Lua scripts (`cache.protocol`)
 on the session's private Redis, with Clerk played by the stand-in's in-memory model:
 
-- lookups: the library's own lookup (`cache.read_path.ReadPath.memberships`, the program both
-  the sync and the async cache run), driven one effect at a time: read the key; take the lease
-  (or wait); the Clerk read *starts* (it sees Clerk as it is at that step); the read *returns*;
-  the fill;
+- lookups: the library's own lookup (`cache.read_path.ReadPath.memberships_program`, the program
+  both the sync and the async cache run, its Clerk client's read included), driven one effect at
+  a time: read the key; take the lease (or wait); the Clerk request *starts* (it sees Clerk as it
+  is at that step); its answer *returns*; the fill;
 - the intake (`webhook.events.targets_for` + the record script) delivering any event Clerk
   has sent, late, reordered or duplicated;
 - drain jobs, split as `worker.refresher` runs them (take pending users; take leases;
@@ -29,6 +29,7 @@ shards with different seeds (`--hypothesis-seed`), one per core.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,18 +49,20 @@ from hypothesis.stateful import (
 from redis import Redis
 
 from cache import contract
+from cache.clerk import ClerkReads
 from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
-from cache.effects import FetchMemberships, Program, RedisGet, RunScript, Sleep
-from cache.errors import ClerkNotFound
-from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, decode_acquired, new_token
+from cache.effects import HttpGet, HttpResponse, Program, RedisGet, RunScript, Sleep
+from cache.io import SyncIO
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record_program
 from cache.read_path import ReadPath, fill_for
-from cache.sync_io import SyncIO
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.shapes import StandInError
 from devstack.signing import new_message_id
 from webhook.events import targets_for
+from worker.store import RefreshStore
 
 TTL_S = 300
+MODEL_CLERK = "http://clerk.model.invalid"  # the lookups' Clerk: its requests are answered from `Model`
 LEASE_MS = 15_000
 USERS = ("user_2m0", "user_2m1", "user_2m2")
 ROLES = ("org:admin", "org:member")
@@ -112,6 +115,13 @@ PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or
 Details = tuple[str, str | None] | None  # (org name, slug), or the org is deleted
 
 
+def clerk_answer(memberships: list[Any] | None) -> HttpResponse:
+    """What Clerk answers a lookup's read: one page holding every membership, or 404 for a user it does not know."""
+    if memberships is None:
+        return HttpResponse(404, b'{"errors": [{"message": "not found"}]}', None)
+    return HttpResponse(200, json.dumps({"data": memberships, "total_count": len(memberships)}).encode(), None)
+
+
 @dataclass
 class Lookup:
     """A lookup in flight: the library's program, and the effect it waits on."""
@@ -146,10 +156,13 @@ class FreshnessModel(RuleBasedStateMachine):
         super().__init__()
         self.r = type(self).redis
         self.r.flushall()
-        self.protocol = Protocol(self.r)
+        self.store = RefreshStore(self.r)  # the worker's side
         self.io = SyncIO(self.r)
-        # the library's lookup; a waiter answers from Clerk at once (as after its wait ran out)
-        self.read_path = ReadPath(ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0)
+        # the library's lookup, its Clerk client's read included; a waiter answers from Clerk at once (as after
+        # its wait ran out)
+        self.read_path = ReadPath(
+            ClerkReads("sk_test_model", MODEL_CLERK), ttl_seconds=TTL_S, lease_ms=LEASE_MS, fill_wait_s=0.0
+        )
         self.clerk = Model()
         self.orgs: list[str] = []
         self.deleted_users: set[str] = set()
@@ -317,7 +330,7 @@ class FreshnessModel(RuleBasedStateMachine):
         targets = targets_for(event)
         assert targets is not None
         existed = {u for u in USERS if self.r.exists(contract.user_orgs_key(u))}
-        self.protocol.record(targets, svix_id)
+        self.io.run(record_program(targets, svix_id))
         for user in existed:  # values moved aside by an org event keep their provenance for the patch
             if self.r.exists(contract.stash_key(user)) and user in self.provenance:
                 self.stash_provenance[user] = self.provenance[user]
@@ -328,7 +341,7 @@ class FreshnessModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.lookups) < 3)
     @rule(user=st.sampled_from(USERS))
     def lookup_starts(self, user: str) -> None:
-        program = self.read_path.memberships(user)
+        program = self.read_path.memberships_program(user)
         self.lookups.append(Lookup(user, self.step, program, next(program)))  # nothing is sent yet
 
     @precondition(lambda self: bool(self.lookups) or bool(self.jobs))
@@ -354,16 +367,13 @@ class FreshnessModel(RuleBasedStateMachine):
         """Carry out the effect the lookup waits on (one atomic step) and hand it the result."""
         user, effect = lookup.user, lookup.effect
         send: Any = None
-        error: BaseException | None = None
-        if isinstance(effect, FetchMemberships):
+        if isinstance(effect, HttpGet):  # the lookup's Clerk read (one page: every membership of the user)
+            assert effect.url.startswith(MODEL_CLERK)
             if not lookup.read_started:  # the Clerk read starts: it sees Clerk as it is now
                 lookup.read_started, lookup.read_time_ms = True, self.server_ms()
                 lookup.read = None if user in self.deleted_users else self.clerk.memberships_of(user)
                 return
-            if lookup.read is None:  # ... and returns
-                error = ClerkNotFound("Clerk does not know this resource (404)", 404)
-            else:
-                send = lookup.read
+            send = clerk_answer(lookup.read)  # ... and returns
         else:
             send = self.io.do(effect)
             if isinstance(effect, RedisGet) and send is not None:
@@ -375,7 +385,7 @@ class FreshnessModel(RuleBasedStateMachine):
                 if send:
                     self.provenance[user] = lookup.read_time_ms
         try:
-            lookup.effect = lookup.program.send(send) if error is None else lookup.program.throw(error)
+            lookup.effect = lookup.program.send(send)
             lookup.read_started = False
             while isinstance(lookup.effect, Sleep):  # a waiter's pause takes no step
                 lookup.effect = lookup.program.send(None)
@@ -392,7 +402,7 @@ class FreshnessModel(RuleBasedStateMachine):
     @rule()
     def job_starts(self) -> None:
         job = Job(new_token())
-        self.protocol.start_drain(job.drain_id)
+        self.store.start_drain(job.drain_id)
         self.jobs.append(job)
 
     def dead_jobs_lease_lapses(self) -> None:
@@ -402,7 +412,7 @@ class FreshnessModel(RuleBasedStateMachine):
         self.dead_drains.clear()
 
     def job_step(self, job: Job) -> None:
-        p = self.protocol
+        p = self.store
         if job.stage == "take":
             patches = p.org_patches()
             if patches:
@@ -483,7 +493,7 @@ class FreshnessModel(RuleBasedStateMachine):
                 continue
             f = fill_for(user, job.tokens[user], patched)
             fills.append(Fill(f.user_id, f.token, f.value, f.org_ids, expire_at_ms=stash.expire_at_ms))
-        for fill, stored in zip(fills, self.protocol.fill_many(fills, TTL_S), strict=True):
+        for fill, stored in zip(fills, self.store.fill_many(fills, TTL_S), strict=True):
             actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
             SEEN["a patch stored" if stored else "a patch refused"] += 1
             if stored and fill.user_id in self.stash_provenance:
@@ -491,8 +501,8 @@ class FreshnessModel(RuleBasedStateMachine):
         filled = {f.user_id for f in fills}
         for user in job.leased:
             if user not in filled:
-                self.protocol.release(user, job.tokens[user])
-        self.protocol.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
+                self.store.release(user, job.tokens[user])
+        self.store.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
 
     # -- faults -----------------------------------------------------------------------------------
 
@@ -535,7 +545,7 @@ class FreshnessModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Every event delivered and a drain run to the end: every value equals Clerk."""
-        if not hasattr(self, "protocol"):
+        if not hasattr(self, "store"):
             return
         while self.outbox:
             self.deliver(0, again=False, anonymous=False)
@@ -546,7 +556,7 @@ class FreshnessModel(RuleBasedStateMachine):
         for user in USERS:
             self.r.delete(contract.lease_key(user))  # lookups in flight are abandoned
         job = Job(new_token())
-        self.protocol.start_drain(job.drain_id)
+        self.store.start_drain(job.drain_id)
         self.jobs.append(job)
         for _ in range(500):
             if not self.jobs:

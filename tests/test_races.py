@@ -13,10 +13,11 @@ from redis import Redis
 
 from cache import MembershipCache
 from cache.contract import decode_memberships, stash_key, user_orgs_key
-from cache.protocol import PatchAction, PatchOutcome, Protocol, new_token
+from cache.protocol import PatchAction, PatchOutcome, new_token
 from devstack.clerk_standin import ClerkStandIn
 from tests.read_apis import ReadApi
 from tests.support import ALICE, cached_member, lease_held, orgs_awaiting_patch, post_event, stored, wait_until_drained
+from worker.store import RefreshStore
 
 
 def held_lookup(
@@ -183,19 +184,20 @@ def test_a_rename_after_the_patch_read_clerk_voids_the_patch(
 ) -> None:
     """The patch job takes its leases, reads the org from Clerk, and a second rename lands before it writes."""
     from cache.contract import encode_memberships, with_org_details
-    from cache.protocol import Fill, Protocol, new_token
+    from cache.protocol import Fill, new_token
+    from worker.store import RefreshStore
 
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
-    protocol, token = Protocol(cache.redis), new_token()
-    [(_, stash)] = protocol.acquire_patch_many([(ALICE, token)], 15_000)
+    store, token = RefreshStore(cache.redis), new_token()
+    [(_, stash)] = store.acquire_patch_many([(ALICE, token)], 15_000)
     assert stash is not None
     read_by_the_job = clerk.org(acme)
 
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200
 
     stale = encode_memberships(with_org_details(decode_memberships(stash.value), acme, read_by_the_job))
-    assert protocol.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
+    assert store.fill_many([Fill(ALICE, token, stale, (acme,))], 300) == [False]
     assert cached(redis, ALICE) is None
     run_worker()
     assert [m.organization_name for m in cache.get_memberships(ALICE)] == ["Acme 3"]
@@ -210,11 +212,11 @@ def test_a_second_org_event_during_a_patch_is_not_lost(
     acme = cached_member(clerk, cache, ALICE)
     assert post_event(client, clerk.update_org(acme, name="Acme 2")).status_code == 200
     assert cache.get_memberships(ALICE)  # a lookup refills the value; the first stash is still there
-    protocol = Protocol(cache.redis)
-    [(_, first_stash)] = protocol.acquire_patch_many([(ALICE, new_token())], 15_000)
+    store = RefreshStore(cache.redis)
+    [(_, first_stash)] = store.acquire_patch_many([(ALICE, new_token())], 15_000)
     assert first_stash is not None  # read in the same step as the (HIT) acquire
     assert post_event(client, clerk.update_org(acme, name="Acme 3")).status_code == 200  # re-stashes the value
-    protocol.finish_patch(acme, [PatchOutcome(ALICE, first_stash, PatchAction.DONE)])
+    store.finish_patch(acme, [PatchOutcome(ALICE, first_stash, PatchAction.DONE)])
     assert redis.exists(stash_key(ALICE)) == 1 and f"o:{acme}" in orgs_awaiting_patch(redis)  # the newer waits
     clerk.reset_counts()
     run_worker()

@@ -14,7 +14,7 @@ from rq import Worker
 
 from cache import MembershipCache
 from cache.contract import user_orgs_key
-from cache.protocol import Protocol
+from cache.io import SyncIO
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
 from devstack.signing import new_message_id, new_signing_secret
@@ -42,6 +42,7 @@ from tests.support import (
     work_burst,
 )
 from worker.__main__ import TAKE_OVER_DELAY_S
+from worker.store import RefreshStore
 
 
 def org_ids(cache: MembershipCache, user_id: str) -> list[str]:
@@ -289,7 +290,7 @@ def test_users_taken_by_a_job_that_died_are_refreshed_by_the_next_one(
         cache.get_memberships(user_id)
         assert post_event(client, clerk.update_membership(user_id, acme, "org:admin")).status_code == 200
     # A first run of the job took both users, then its worker was killed; RQ runs the job again.
-    assert sorted(Protocol(cache.redis).take_pending(10, "a-job-that-died")) == sorted([ALICE, BOB])
+    assert sorted(RefreshStore(cache.redis).take_pending(10, "a-job-that-died")) == sorted([ALICE, BOB])
     assert pending_users(redis) == set()
 
     assert run_worker() == 1
@@ -451,7 +452,7 @@ def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     them up whatever the sweep does, so the work is orphaned only once that pass is over. The pass leaves
     no trace when it finds nothing (and whatever it could find, a sweep finds too), so its time is read
     from RQ's record of the worker's birth in Redis, which comes after the pass's timer is armed."""
-    from cache.protocol import refresh_user
+    from cache.protocol import record_program, refresh_user
 
     sweep_s = 2  # RQ's idle dequeue blocks this long (`DrainWorker.for_interval`): a sweep at most every ~2 s
     monkeypatch.setenv("WORKER_SWEEP_SECONDS", str(sweep_s))
@@ -459,7 +460,7 @@ def test_a_running_worker_sweeps_up_work_no_job_is_handling(
     cached_member(clerk, cache, ALICE)
     take_over_over = worker_birth(cache.redis) + TAKE_OVER_DELAY_S + 1.0  # due, then 1 s for a pass of ~10 ms
     wait_until(lambda: time.time() > take_over_over, TAKE_OVER_DELAY_S + 10, what="the take-over pass")
-    Protocol(cache.redis).record([refresh_user(ALICE)])  # queued for refresh, but no job is enqueued...
+    SyncIO(cache.redis).run(record_program([refresh_user(ALICE)]))  # queued for refresh, but no job is enqueued...
     clear_drain_marker(redis)
     assert queued_jobs(redis) == 0 and redis.exists(user_orgs_key(ALICE)) == 0
     wait_until(lambda: redis.exists(user_orgs_key(ALICE)), 2 * sweep_s, what="the sweep")  # ...until the sweep does

@@ -20,7 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.durability import NotReplicated, ReplicaWait
-from cache.protocol import Protocol, Recorded, Target
+from cache.io import SyncIO
+from cache.protocol import Recorded, ScriptSupport, Target, forget_call, record_program
 from worker.queue import enqueue_drain, refresh_queue
 
 
@@ -33,7 +34,8 @@ class EventRecorder:
         retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS,
         durable: ReplicaWait | None = None,
     ) -> None:
-        self._protocol = Protocol(redis)
+        self._io = SyncIO(redis)
+        self._support = ScriptSupport()
         self._queue = refresh_queue(redis)
         self._retry_intervals = retry_intervals
         self._durable = durable
@@ -43,7 +45,7 @@ class EventRecorder:
         event is not recorded safely (answer 503: Svix retries, and the retry is not taken for a
         duplicate, since the message id is forgotten)."""
         try:
-            recorded = self._protocol.record(targets, svix_id, durable=self._durable)
+            recorded = self._io.run(record_program(targets, svix_id, durable=self._durable, support=self._support))
             if recorded.schedule_drain:
                 enqueue_drain(self._queue, self._retry_intervals)
         except (RedisError, NotReplicated) as exc:
@@ -52,6 +54,6 @@ class EventRecorder:
             # the forget too, doubling the wait past Svix's 15 s: then the record stays as well.
             if not isinstance(exc, RedisTimeoutError):
                 with contextlib.suppress(RedisError):
-                    self._protocol.forget(svix_id)
+                    self._io.do(forget_call(svix_id))
             raise
         return recorded

@@ -21,10 +21,11 @@ from rq import get_current_job
 
 from cache.config import Settings
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkError, ClerkUnavailable
-from cache.protocol import DRAIN_HEARTBEAT_S, PatchAction, Protocol
+from cache.protocol import DRAIN_HEARTBEAT_S, PatchAction
 from worker.metrics import JOB_SECONDS, JOBS, REFRESHES
 from worker.queue import enqueue_drain, refresh_queue
 from worker.refresher import Refresher
+from worker.store import RefreshStore
 
 log = logging.getLogger(__name__)
 BATCH = 100
@@ -80,21 +81,21 @@ def drain_pending_refreshes() -> dict[str, int]:
 
 
 @contextmanager
-def _drain_lease(protocol: Protocol) -> Iterator[str]:
+def _drain_lease(store: RefreshStore) -> Iterator[str]:
     """The job's id, with its lease renewed from a heartbeat thread until the job ends.
 
     If the worker dies, the lease lapses within DRAIN_LEASE_MS and the users this job had
-    taken are put back for the next drain (`Protocol.recover_drains`).
+    taken are put back for the next drain (`RefreshStore.recover_drains`).
     """
     job = get_current_job()
     drain_id = job.id if job is not None else uuid.uuid4().hex
-    protocol.start_drain(drain_id)
+    store.start_drain(drain_id)
     stop = threading.Event()
 
     def heartbeat() -> None:
         while not stop.wait(DRAIN_HEARTBEAT_S):
             with contextlib.suppress(RedisError):
-                protocol.renew_drain(drain_id)
+                store.renew_drain(drain_id)
 
     beating = threading.Thread(target=heartbeat, name="drain-heartbeat", daemon=True)
     beating.start()
@@ -104,25 +105,25 @@ def _drain_lease(protocol: Protocol) -> Iterator[str]:
         stop.set()
         beating.join()
         with contextlib.suppress(RedisError):
-            protocol.end_drain(drain_id)
+            store.end_drain(drain_id)
 
 
 def _drain() -> dict[str, int]:
     refresher = _current_refresher()
-    protocol = refresher.protocol
-    with _drain_lease(protocol) as drain_id:
-        return _drain_as(drain_id, refresher, protocol)
+    store = refresher.store
+    with _drain_lease(store) as drain_id:
+        return _drain_as(drain_id, refresher, store)
 
 
-def _drain_as(drain_id: str, refresher: Refresher, protocol: Protocol) -> dict[str, int]:
-    patched = _patch_orgs(refresher, protocol)
+def _drain_as(drain_id: str, refresher: Refresher, store: RefreshStore) -> dict[str, int]:
+    patched = _patch_orgs(refresher, store)
     refreshed = skipped = 0
     failed: list[str] = []
     batch: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=_concurrency, thread_name_prefix="refresh") as pool:
             sliced_at = time.monotonic() + DRAIN_SLICE_S
-            while time.monotonic() < sliced_at and (batch := protocol.take_pending(BATCH, drain_id)):
+            while time.monotonic() < sliced_at and (batch := store.take_pending(BATCH, drain_id)):
                 retry: list[str] = []
                 for user_id, outcome in refresher.refresh_many(batch, pool).items():
                     if isinstance(outcome, ClerkUnavailable | ClerkAuthError):
@@ -135,30 +136,30 @@ def _drain_as(drain_id: str, refresher: Refresher, protocol: Protocol) -> dict[s
                         refreshed += 1
                     else:
                         skipped += 1
-                protocol.done(drain_id, refreshed=[u for u in batch if u not in retry])
+                store.done(drain_id, refreshed=[u for u in batch if u not in retry])
                 failed += retry
                 batch = []
     finally:
         # on any exit, users taken but not refreshed go back for the retry (best effort: Redis may be down;
         # if this process dies instead, its lease lapses and the next drain recovers them)
         with contextlib.suppress(RedisError):
-            protocol.done(drain_id, refreshed=[], retry=failed + batch)
+            store.done(drain_id, refreshed=[], retry=failed + batch)
     if failed:
         REFRESHES.labels("failed").inc(len(failed))
         raise RefreshIncomplete(f"{len(failed)} user(s) could not be refreshed; they stay uncached until a retry")
-    if protocol.pending_count():  # the slice is over (the Clerk budget paces a big re-warm): a new job goes on
+    if store.pending_count():  # the slice is over (the Clerk budget paces a big re-warm): a new job goes on
         enqueue_drain(refresh_queue(refresher.redis))
     return {"patched": patched, "refreshed": refreshed, "skipped": skipped}
 
 
-def _patch_orgs(refresher: Refresher, protocol: Protocol) -> int:
+def _patch_orgs(refresher: Refresher, store: RefreshStore) -> int:
     """Members stashed by org events: one Clerk read per batch, values patched and written back.
     Users that cannot be patched join the full-refresh set, handled right after."""
     patched = 0
-    for kind, org_id in protocol.org_patches():
-        while users := protocol.patch_members(org_id, PATCH_BATCH):
+    for kind, org_id in store.org_patches():
+        while users := store.patch_members(org_id, PATCH_BATCH):
             outcomes = refresher.patch_org(org_id, kind == "x", users)
             patched += sum(1 for o in outcomes if o.action is PatchAction.DONE and o.stash is not None)
-            protocol.finish_patch(org_id, outcomes)
-        protocol.finish_org_patch(kind, org_id)
+            store.finish_patch(org_id, outcomes)
+        store.finish_org_patch(kind, org_id)
     return patched

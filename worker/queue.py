@@ -15,7 +15,8 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from cache import contract
 from cache.config import DEFAULT_RETRY_INTERVALS
-from cache.protocol import DRAIN_LEASE_MS, DRAIN_MARKER_TTL_S, Protocol
+from cache.protocol import DRAIN_LEASE_MS, DRAIN_MARKER_TTL_S
+from worker.store import RefreshStore
 
 log = logging.getLogger("worker")
 SCHEDULER_SLACK_S = 5  # a retry this late means RQ's scheduler is not running
@@ -48,13 +49,13 @@ def resume_unfinished(redis: Redis, retry_intervals: tuple[int, ...] = DEFAULT_R
     Run by the worker's maintenance pass (at start, then every WORKER_SWEEP_SECONDS), so work
     whose job was lost, died with its worker or ran out of retries does not wait for the next event.
     """
-    protocol = Protocol(redis)
-    protocol.recover_drains()
+    store = RefreshStore(redis)
+    store.recover_drains()
     queue = refresh_queue(redis)
-    remove_dead_drain_jobs(queue, protocol)
+    remove_dead_drain_jobs(queue, store)
     if queue.count or StartedJobRegistry(queue=queue).count or retry_on_its_way(queue):
         return False
-    if protocol.waiting_work():
+    if store.waiting_work():
         # the intake's "a drain is queued" marker may be stale (its job lost, e.g. in a failover): set it anew
         redis.set(contract.DRAIN_SCHEDULED_KEY, "1", ex=DRAIN_MARKER_TTL_S)
         enqueue_drain(queue, retry_intervals)
@@ -73,12 +74,12 @@ def retry_on_its_way(queue: Queue) -> bool:
     return len(overdue) < registry.count
 
 
-def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
+def remove_dead_drain_jobs(queue: Queue, store: RefreshStore) -> list[str]:
     """Delete drain jobs RQ still lists as started whose lease lapsed: their worker died.
 
     RQ would notice on its own only once the job's timeout and heartbeat margin have passed
     (minutes for a SimpleWorker); the lease tells within DRAIN_LEASE_MS. Their users are
-    recovered by `Protocol.recover_drains`, so nothing is lost by deleting the job.
+    recovered by `RefreshStore.recover_drains`, so nothing is lost by deleting the job.
     """
     removed = []
     registry = StartedJobRegistry(queue=queue)
@@ -94,7 +95,7 @@ def remove_dead_drain_jobs(queue: Queue, protocol: Protocol) -> list[str]:
             continue
         started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
         old_enough = datetime.now(UTC) - started > timedelta(milliseconds=DRAIN_LEASE_MS * 2)
-        if old_enough and not protocol.drain_alive(job.id):
+        if old_enough and not store.drain_alive(job.id):
             job.delete()  # also removes its executions from the started registry
             removed.append(job.id)
             log.warning("removed drain job %s: its worker died mid-job; its users are queued again", job.id)

@@ -23,7 +23,8 @@ from cache.contract import CorruptValue, Membership, check_org_id, check_user_id
 from cache.errors import ClerkError, ClerkNotFound
 from cache.membership_cache import fetch_memberships, fill_for
 from cache.metrics import FILLS
-from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, Protocol, new_token
+from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, new_token
+from worker.store import RefreshStore
 
 
 class Refresher:
@@ -38,7 +39,7 @@ class Refresher:
         self.clerk = clerk
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
-        self.protocol = Protocol(redis)
+        self.store = RefreshStore(redis)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Refresher:
@@ -78,11 +79,11 @@ class Refresher:
         A patched value keeps its stash's absolute expiry: patching never extends how long
         memberships go unread, however slow the org read. Each lease is taken in the same step
         as the stash is read, so a later org event's newer stash is never settled unpatched.
-        Returns, per user, the stash read and what to do with the user next (`Protocol.finish_patch`).
+        Returns, per user, the stash read and what to do with the user next (`RefreshStore.finish_patch`).
         """
         check_org_id(org_id)
         tokens = {check_user_id(u): new_token() for u in user_ids}
-        acquired = self.protocol.acquire_patch_many(list(tokens.items()), self.lease_ms)
+        acquired = self.store.acquire_patch_many(list(tokens.items()), self.lease_ms)
         stashes = {u: stash for u, (_, stash) in zip(tokens, acquired, strict=True)}
         leased = [u for u, (state, _) in zip(tokens, acquired, strict=True) if state is Acquired.LEASE]
         actions = dict.fromkeys(user_ids, PatchAction.DONE)  # not leased: a fresh value is already there
@@ -121,14 +122,14 @@ class Refresher:
     def _take_leases(self, user_ids: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         """Take (over) every user's lease in one round trip: (tokens, users whose value is absent)."""
         tokens = {check_user_id(u): new_token() for u in user_ids}
-        states = self.protocol.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
+        states = self.store.acquire_many(list(tokens.items()), self.lease_ms, take_over=True)
         return tokens, [u for u, (state, _) in zip(tokens, states, strict=True) if state is Acquired.LEASE]
 
     def _fill_all(self, fills: Sequence[Fill]) -> dict[str, bool]:
         """FILL each in one round trip; per user, whether it was stored."""
         if not fills:
             return {}
-        stored = dict(zip((f.user_id for f in fills), self.protocol.fill_many(fills, self.ttl_seconds), strict=True))
+        stored = dict(zip((f.user_id for f in fills), self.store.fill_many(fills, self.ttl_seconds), strict=True))
         for ok in stored.values():
             FILLS.labels("stored" if ok else "refused").inc()
         return stored
@@ -139,7 +140,7 @@ class Refresher:
         for user_id in leased:
             if user_id not in filled:
                 try:
-                    self.protocol.release(user_id, tokens[user_id])
+                    self.store.release(user_id, tokens[user_id])
                 except RedisError:
                     return  # Redis is gone: the leases expire by themselves
 

@@ -1,15 +1,16 @@
 """Carries out `cache.effects` on asyncio: ``redis.asyncio`` and an ``httpx.AsyncClient``.
 
-The twin of `cache.sync_io`: the same effects, the same results, the same errors thrown
-back into the program (redis-py's exception classes; `HttpFailed` for a transport failure),
-and waits that never block the event loop. A cancelled caller's ``CancelledError`` is
-thrown into the program too, so a lookup holding a lease gives it back before it ends.
+The blocking runner, `cache.io`, is generated from this file by ``python -m devstack.unasync``
+(as httpcore generates its sync code; a test fails when the two differ), so they cannot drift:
+the same effects, the same results, the same errors thrown back into the program (redis-py's
+exception classes; `HttpFailed` for a transport failure). Here waits never block the event
+loop, and a cancelled caller's ``CancelledError`` is thrown into the program too, so a lookup
+holding a lease gives it back before it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -17,7 +18,6 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from cache.effects import (
-    FetchMemberships,
     HttpFailed,
     HttpGet,
     HttpResponse,
@@ -34,18 +34,16 @@ T = TypeVar("T")
 
 
 class AsyncIO:
-    """One program runner over the asyncio clients it is given."""
+    """One program runner over the clients it is given (each effect needs only its own client)."""
 
     def __init__(
         self,
         redis: Redis | None = None,
         *,
         http: httpx.AsyncClient | None = None,
-        fetch: Callable[[str], Awaitable[Any]] | None = None,
     ) -> None:
         self.redis = redis
         self._http = http
-        self._fetch = fetch
         self._scripts: LoadedScripts[AsyncScript] | None = None
 
     async def run(self, program: Program[T]) -> T:
@@ -69,9 +67,6 @@ class AsyncIO:
             return await self._redis().get(effect.key)
         if isinstance(effect, RunScript):
             return await self._script(effect)(keys=effect.keys, args=effect.args)
-        if isinstance(effect, FetchMemberships):
-            assert self._fetch is not None, "this runner has no Clerk client"
-            return await self._fetch(effect.user_id)
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
             return None

@@ -44,7 +44,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 
 from cache.contract import Membership, check_org_id, check_user_id
-from cache.errors import CacheUnavailable, ClerkCacheError, ClerkError, InvalidId
+from cache.errors import CacheUnavailable, ClerkCacheError, ClerkError, Denied, InvalidId
 
 __all__ = [
     "AsyncLookup",
@@ -68,23 +68,6 @@ AsyncLookup = Callable[[str], Awaitable[list[Membership]]]
 Roles = str | Iterable[str]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-
-class Denied(ClerkCacheError):
-    """A request the authorization check refuses.
-
-    ``status`` is the HTTP status and ``code`` the stable ``error`` string of the JSON
-    body (as `webhook.errors.WebhookRejected`); the message is safe to show.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        super().__init__(message)
-
-    def body(self) -> dict[str, str]:
-        """The JSON body every adapter answers with: the project's ``{"error", "message"}``."""
-        return {"error": self.code, "message": str(self)}
 
 
 def allowed_roles(roles: Roles) -> frozenset[str]:

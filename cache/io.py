@@ -1,23 +1,22 @@
+# Generated from cache/aio/io.py by `python -m devstack.unasync`: edit that file, then regenerate.
 """Carries out `cache.effects` with blocking clients: ``redis.Redis`` and a ``requests.Session``.
 
-Errors are translated at this boundary: a requests transport failure becomes `HttpFailed`;
-Redis errors are redis-py's own (the async client raises the same classes). Either is
-thrown into the program at the ``yield`` that asked for the I/O.
+Generated from `cache.aio.io`, so the two runners cannot drift. Errors are translated at this
+boundary: a requests transport failure becomes `HttpFailed`; Redis errors are redis-py's own
+(the async client raises the same classes). Either is thrown into the program at the
+``yield`` that asked for the I/O.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
 from redis import Redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 
 from cache.effects import (
-    FetchMemberships,
     HttpFailed,
     HttpGet,
     HttpResponse,
@@ -40,14 +39,10 @@ class SyncIO:
         self,
         redis: Redis | None = None,
         *,
-        session: requests.Session | None = None,
-        fetch: Callable[[str], Any] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        http: requests.Session | None = None,
     ) -> None:
         self.redis = redis
-        self._session = session
-        self._fetch = fetch
-        self._sleep = sleep
+        self._http = http
         self._scripts: LoadedScripts[Script] | None = None
 
     def run(self, program: Program[T]) -> T:
@@ -71,11 +66,8 @@ class SyncIO:
             return self._redis().get(effect.key)
         if isinstance(effect, RunScript):
             return self._script(effect)(keys=effect.keys, args=effect.args)
-        if isinstance(effect, FetchMemberships):
-            assert self._fetch is not None, "this runner has no Clerk client"
-            return self._fetch(effect.user_id)
         if isinstance(effect, Sleep):
-            self._sleep(effect.seconds)
+            time.sleep(effect.seconds)
             return None
         if isinstance(effect, HttpGet):
             return self._http_get(effect)
@@ -86,13 +78,13 @@ class SyncIO:
         raise TypeError(f"not an effect: {effect!r}")
 
     def pipeline(self, effect: RedisPipeline) -> list[Any]:
-        pipe: Pipeline = self._redis().pipeline(transaction=False)
-        for step in effect.steps:
-            if isinstance(step, RunScript):
-                self._script(step)(keys=step.keys, args=step.args, client=pipe)
-            else:
-                pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
-        return pipe.execute()
+        with self._redis().pipeline(transaction=False) as pipe:
+            for step in effect.steps:
+                if isinstance(step, RunScript):
+                    self._script(step)(keys=step.keys, args=step.args, client=pipe)
+                else:
+                    pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
+            return pipe.execute()
 
     def _redis(self) -> Redis:
         assert self.redis is not None, "this runner has no Redis client"
@@ -104,9 +96,9 @@ class SyncIO:
         return self._scripts.get(effect.name, effect.unflagged)
 
     def _http_get(self, effect: HttpGet) -> HttpResponse:
-        assert self._session is not None, "this runner has no HTTP session"
+        assert self._http is not None, "this runner has no HTTP client"
         try:
-            response = self._session.get(
+            response = self._http.get(
                 effect.url,
                 params=list(effect.params),
                 headers=dict(effect.headers),
