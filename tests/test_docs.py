@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,7 +189,10 @@ def python_blocks(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("doc", MANUAL, ids=lambda p: str(p.relative_to(REPO)))
-def test_the_python_shown_parses_and_imports_names_that_exist(doc: Path) -> None:
+def test_the_python_shown_parses_and_imports_names_that_exist(doc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DRF reads Django's settings as it is imported; the example project's, unless a test configured them
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", settings_module)
     for code in python_blocks(doc):
         flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = compile(code, str(doc), "exec", flags=flags, dont_inherit=True)
