@@ -410,6 +410,34 @@ async def test_concurrent_async_checks_share_one_lookup(
 
 
 @pytest.mark.asyncio
+async def test_a_check_whose_first_check_was_cancelled_looks_up_anew_and_is_answered(
+    redis_server: RedisServer, redis: Redis, clerk: ClerkStandIn
+) -> None:
+    """The first check of a request looks up inline; cancelling it must not cancel a joined check's answer."""
+    (org,) = orgs_with_member(clerk, ALICE, "Acme")
+    cache = AsyncMembershipCache(async_cache_redis(redis_server.url), AsyncClerkClient(CLERK_KEY, clerk.url))
+    memo = RequestMemo()
+    gate = clerk.hold(ALICE)
+    try:
+        first = asyncio.ensure_future(authorize_async(memo, ALICE, org, (), cache.get_memberships))
+        assert await asyncio.to_thread(gate.wait_arrived, 5.0)  # its Clerk read is held
+        joined = asyncio.ensure_future(authorize_async(memo, ALICE, org, ("org:member",), cache.get_memberships))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the second check is waiting on the first one's answer
+        assert not joined.done()
+        first.cancel()
+        assert await asyncio.to_thread(gate.wait_arrived, 5.0, 2)  # the second looked up anew...
+    finally:
+        gate.release()
+    membership = await asyncio.wait_for(joined, 10)  # ...and got its answer
+    await cache.aclose()
+    assert membership.organization_id == org
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert clerk.call_count() == 2
+
+
+@pytest.mark.asyncio
 async def test_a_sync_lookup_given_to_the_async_check_says_how_to_wrap_it(cache: MembershipCache) -> None:
     with pytest.raises(TypeError, match=r"asyncio\.to_thread"):
         await authorize_async(RequestMemo(), ALICE, "acme", (), cache.get_memberships)  # type: ignore[arg-type]

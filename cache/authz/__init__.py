@@ -165,7 +165,7 @@ class RequestMemo:
 
     def __init__(self) -> None:
         self._answers: dict[tuple[object, str], list[Membership] | Denied] = {}
-        self._tasks: dict[tuple[object, str], asyncio.Task[list[Membership]]] = {}
+        self._flights: dict[tuple[object, str], asyncio.Future[list[Membership]]] = {}
 
     def memberships(self, lookup: Lookup, user_id: str) -> list[Membership]:
         """``lookup(user_id)``, once per request; raises Denied (503) if it failed."""
@@ -181,12 +181,41 @@ class RequestMemo:
         return answer
 
     async def memberships_async(self, lookup: AsyncLookup, user_id: str) -> list[Membership]:
-        """``await lookup(user_id)``, once per request even when checks run concurrently."""
+        """``await lookup(user_id)``, once per request even when checks run concurrently.
+
+        The first check looks up inline (no task, no extra loop turn: the usual request has one
+        check) and publishes its answer to the checks that join it meanwhile. If that first check
+        is cancelled, its lookup ends with it and a joiner still waiting looks up anew: a cancelled
+        check never cancels another's answer.
+        """
         key = (lookup, user_id)
-        task = self._tasks.get(key)
-        if task is None:
-            task = self._tasks[key] = asyncio.ensure_future(_lookup_async(lookup, user_id))
-        return await asyncio.shield(task)  # a cancelled check must not cancel the others' lookup
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._look_up(key, lookup, user_id)
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not flight.cancelled() or (current is not None and current.cancelling()):
+                    raise  # this check itself was cancelled
+                # the check it joined was cancelled before it had the answer: look up anew
+
+    async def _look_up(self, key: tuple[object, str], lookup: AsyncLookup, user_id: str) -> list[Membership]:
+        flight: asyncio.Future[list[Membership]] = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            answer = await _lookup_async(lookup, user_id)
+        except asyncio.CancelledError:
+            del self._flights[key]  # the next check looks up anew
+            flight.cancel()
+            raise
+        except BaseException as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved: a flight nobody joined must not log "never retrieved"
+            raise
+        flight.set_result(answer)
+        return answer
 
 
 async def _lookup_async(lookup: AsyncLookup, user_id: str) -> list[Membership]:
