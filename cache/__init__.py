@@ -6,7 +6,7 @@ App code calls the module-level functions, which use one process-wide
 Code that wants its own clients builds a `MembershipCache` and, optionally, installs it
 with `set_default_cache`. App code on asyncio uses `cache.aio` instead (the same cache
 over ``redis.asyncio`` and httpx, laid out module for module as this package);
-`cache.authz` checks org roles in Flask and FastAPI.
+`cache.authz` checks org roles in Flask, FastAPI, Django and DRF.
 
 This module only re-exports: each name lives in the module named after its job.
 """

@@ -79,3 +79,7 @@ class Denied(ClerkCacheError):
     def body(self) -> dict[str, str]:
         """The JSON body every adapter answers with: the project's ``{"error", "message"}``."""
         return {"error": self.code, "message": str(self)}
+
+    def headers(self) -> dict[str, str]:
+        """The headers every adapter sends with it: ``WWW-Authenticate`` on a 401, as HTTP asks."""
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}

@@ -1,9 +1,10 @@
 """Authorization decisions on cached memberships, free of any web framework.
 
 "May this user act on this org with one of these roles?" is asked on nearly every
-request, so it is answered from the cached memberships alone. The Flask and FastAPI
-adapters (`cache.authz.flask`, `cache.authz.fastapi`) only turn a `Denied` into an
-HTTP answer; every decision is made here, in this order:
+request, so it is answered from the cached memberships alone. The adapters
+(`cache.authz.flask`, `cache.authz.fastapi`, `cache.authz.django`, `cache.authz.drf`) only
+turn a `Denied` into an HTTP answer (its `Denied.body` and `Denied.headers`); every
+decision is made here, in this order:
 
 - 401 ``unauthenticated``: no signed-in user (the app's user callable gave None), or a
   user id that is not a Clerk id.

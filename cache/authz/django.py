@@ -168,11 +168,8 @@ def current_membership(request: HttpRequest) -> Membership:
 
 
 def denied_response(denied: Denied) -> JsonResponse:
-    """The JSON answer to a refusal (with ``WWW-Authenticate`` on a 401, as HTTP asks)."""
-    response = JsonResponse(denied.body(), status=denied.status)
-    if denied.status == 401:
-        response["WWW-Authenticate"] = "Bearer"
-    return response
+    """The JSON answer to a refusal, with its headers (`Denied.headers`)."""
+    return JsonResponse(denied.body(), status=denied.status, headers=denied.headers())
 
 
 class DeniedMiddleware(MiddlewareMixin):

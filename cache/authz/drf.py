@@ -59,8 +59,9 @@ class OrgAccessDenied(APIException):
         super().__init__(detail=denied.body(), code=denied.code)
         self.status_code = denied.status
         self.code = denied.code
-        if denied.status == 401:
-            self.auth_header = "Bearer"  # DRF's exception handler sends it as WWW-Authenticate
+        challenge = denied.headers().get("WWW-Authenticate")
+        if challenge is not None:
+            self.auth_header = challenge  # DRF's exception handler sends it as WWW-Authenticate
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,7 @@ class OrgAccessDenied(HTTPException):
     """A refusal, as FastAPI's HTTPException; ``code`` is the stable ``error`` string."""
 
     def __init__(self, denied: Denied) -> None:
-        headers = {"WWW-Authenticate": "Bearer"} if denied.status == 401 else None
-        super().__init__(denied.status, detail=str(denied), headers=headers)
+        super().__init__(denied.status, detail=str(denied), headers=denied.headers() or None)
         self.code = denied.code
 
 

@@ -99,10 +99,9 @@ def current_membership() -> Membership:
 
 
 def denied_response(denied: Denied) -> tuple[Response, int]:
-    """The JSON answer to a refusal (with ``WWW-Authenticate`` on a 401, as HTTP asks)."""
+    """The JSON answer to a refusal, with its headers (`Denied.headers`)."""
     response = jsonify(denied.body())
-    if denied.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers.update(denied.headers())
     return response, denied.status
 
 
