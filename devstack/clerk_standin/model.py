@@ -207,8 +207,7 @@ class Model:
     def delete_role(self, key: str) -> JSON:
         """role.deleted (id only); refused while a member holds the role."""
         with self.lock:
-            held = lambda role: any(m.role == role for ms in self._by_org.values() for m in ms.values())  # noqa: E731
-            return envelope("role.deleted", self.roles.delete(key, held))
+            return envelope("role.deleted", self.roles.delete(key, self._role_held))
 
     def create_permission(self, key: str, name: str | None = None) -> JSON:
         """permission.created."""
@@ -224,6 +223,9 @@ class Model:
         """permission.deleted (id only): every role, and so every membership, loses it."""
         with self.lock:
             return envelope("permission.deleted", self.roles.delete_permission(key))
+
+    def _role_held(self, role: str) -> bool:
+        return any(m.role == role for ms in self._by_org.values() for m in ms.values())
 
     def delete_user(self, user_id: str) -> JSON:
         """user.deleted; the user's memberships vanish and API reads then answer 404."""
