@@ -81,6 +81,11 @@ class ClerkReads:
             raise ClerkUnavailable("Clerk answered an organization that is not a JSON object")
         return body
 
+    def roles_program(self) -> Program[list[dict[str, Any]]]:
+        """Every role of the instance with its permissions (``GET /organization_roles``, every page):
+        the one read a role patch needs, however many users hold the role."""
+        return self._all_pages_program("/organization_roles")
+
     def _all_pages_program(self, path: str) -> Program[list[dict[str, Any]]]:
         """Page with the largest limit until ``total_count`` is reached.
 
@@ -188,6 +193,10 @@ class ClerkClient(ClerkReads):
 
     def get_organization(self, org_id: str) -> dict[str, Any]:
         return self._io.run(self.organization_program(org_id))
+
+    def list_roles(self) -> list[dict[str, Any]]:
+        """Every role of the instance, with its permissions."""
+        return self._io.run(self.roles_program())
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,14 @@ This module alone owns key names and the stored JSON, so that nothing else in th
 project can drift from what other readers expect:
 
 - ``user-orgs:<userId>`` -> JSON array of
-  ``{"organizationId","organizationSlug","organizationName","imageUrl","role"}``
+  ``{"organizationId","organizationSlug","organizationName","imageUrl","role","permissions"}``
   (``[]`` for a user in no org), expiring after ``USER_ORGS_TTL_SECONDS``.
+
+The contract's version is `CONTRACT_VERSION`, written to ``clerk-org-cache:contract-version``
+by every writer. Version 2 added ``permissions`` (an array of permission keys, system ones
+included; ``[]`` when Clerk sends null) and changed nothing else, so a reader that ignores
+unknown fields reads both versions. A value without ``permissions`` (written by a version 1
+writer) is never served by this version: it is answered from Clerk instead.
 
 Everything else below (leases, the org index, intake bookkeeping) lives under other
 prefixes, so a plain ``GET user-orgs:<id>`` reader never has to understand it.
@@ -22,9 +28,16 @@ from typing import Any
 
 from cache.errors import InvalidId
 
+CONTRACT_VERSION = 2  # bump on any change to the stored value or to a script's keys and arguments
+CONTRACT_VERSION_KEY = "clerk-org-cache:contract-version"
+
 USER_ORGS_PREFIX = "user-orgs:"
 LEASE_PREFIX = "user-orgs-lease:"
 ORG_INDEX_PREFIX = "org-users:"
+ROLE_INDEX_PREFIX = "role-users:"
+ROLES_INDEXED_KEY = "clerk-org-cache:roles-indexed"
+ROLES_CHANGED_KEY = "clerk-org-cache:roles-changed"
+ROLE_PATCH_TAG = "roles"  # the stash tag and patch name of a role patch (never an org id: those start org_)
 STASH_PREFIX = "user-orgs-stash:"
 ORG_PATCH_PREFIX = "clerk-org-cache:org-patch:"
 ORG_PATCHES_KEY = "clerk-org-cache:org-patches"
@@ -46,6 +59,10 @@ QUEUE_NAME = "clerk-org-cache"
 _USER_ID = re.compile(r"user_[A-Za-z0-9]{1,64}")
 _ORG_ID = re.compile(r"org_[A-Za-z0-9]{1,64}")
 _SVIX_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+_ROLE_KEY = re.compile(r"(?:org:)?[a-z0-9_]{1,64}")  # org:<key>; Clerk's examples and legacy instances omit org:
+_ROLE_ID = re.compile(r"role_[A-Za-z0-9]{1,64}")
+_PERMISSION_KEY = re.compile(r"org:[a-z0-9_]{1,64}:[a-z0-9_]{1,64}")
+_PERMISSION_ID = re.compile(r"perm_[A-Za-z0-9]{1,64}")
 
 
 def check_user_id(user_id: object) -> str:
@@ -69,6 +86,31 @@ def check_svix_id(svix_id: object) -> str:
     raise InvalidId("not a Svix message id")
 
 
+def check_role_key(key: object) -> str:
+    """Return ``key`` if it is a Clerk role key (``org:`` + lowercase letters, digits, underscores), else raise."""
+    if isinstance(key, str) and _ROLE_KEY.fullmatch(key):
+        return key
+    raise InvalidId("not a Clerk role key (expected org: followed by lowercase letters, digits or _)")
+
+
+def check_role_id(role_id: object) -> str:
+    if isinstance(role_id, str) and _ROLE_ID.fullmatch(role_id):
+        return role_id
+    raise InvalidId("not a Clerk role id (expected role_ followed by letters and digits)")
+
+
+def check_permission_key(key: object) -> str:
+    if isinstance(key, str) and _PERMISSION_KEY.fullmatch(key):
+        return key
+    raise InvalidId("not a Clerk permission key (expected org:<feature>:<action>)")
+
+
+def check_permission_id(permission_id: object) -> str:
+    if isinstance(permission_id, str) and _PERMISSION_ID.fullmatch(permission_id):
+        return permission_id
+    raise InvalidId("not a Clerk permission id (expected perm_ followed by letters and digits)")
+
+
 def user_orgs_key(user_id: str) -> str:
     return USER_ORGS_PREFIX + user_id
 
@@ -79,6 +121,10 @@ def lease_key(user_id: str) -> str:
 
 def org_index_key(org_id: str) -> str:
     return ORG_INDEX_PREFIX + org_id
+
+
+def role_index_key(role_key: str) -> str:
+    return ROLE_INDEX_PREFIX + role_key
 
 
 def stash_key(user_id: str) -> str:
@@ -107,10 +153,11 @@ def seen_event_key(svix_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """One organization a user belongs to, with the user's role in it.
+    """One organization a user belongs to, with the user's role and permissions in it.
 
     ``role`` is opaque: ``org:admin``, ``org:member``, a custom ``org:<key>``, or a
-    legacy ``admin`` / ``basic_member``.
+    legacy ``admin`` / ``basic_member``. ``permissions`` are Clerk's keys for the
+    membership (``org:<feature>:<action>``, system ``org:sys_*`` ones included).
     """
 
     organization_id: str
@@ -118,8 +165,9 @@ class Membership:
     organization_name: str
     image_url: str | None
     role: str
+    permissions: tuple[str, ...] = ()
 
-    def to_json_dict(self) -> dict[str, str | None]:
+    def to_json_dict(self) -> dict[str, str | list[str] | None]:
         """The contract's field names and order."""
         return {
             "organizationId": self.organization_id,
@@ -127,6 +175,7 @@ class Membership:
             "organizationName": self.organization_name,
             "imageUrl": self.image_url,
             "role": self.role,
+            "permissions": list(self.permissions),
         }
 
 
@@ -151,6 +200,15 @@ def _required_str(item: Mapping[str, Any], field: str) -> str:
     if isinstance(value, str):
         return value
     raise CorruptValue(f"{field} is missing or not a string")
+
+
+def _permissions(item: Mapping[str, Any], field: str, *, null_is_empty: bool) -> tuple[str, ...]:
+    value = item.get(field)
+    if value is None and null_is_empty:
+        return ()
+    if isinstance(value, list) and all(isinstance(p, str) for p in value):
+        return tuple(value)
+    raise CorruptValue(f"{field} is missing or not an array of strings")
 
 
 def decode_memberships(raw: str | bytes) -> list[Membership]:
@@ -185,6 +243,7 @@ def _decode(raw: str | bytes) -> list[Membership]:
                 organization_name=_required_str(item, "organizationName"),
                 image_url=_optional_str(item, "imageUrl"),
                 role=_required_str(item, "role"),
+                permissions=_permissions(item, "permissions", null_is_empty=False),
             )
         )
     return out
@@ -212,7 +271,35 @@ def membership_from_clerk(obj: Any) -> Membership:
         organization_name=_required_str(org, "name"),
         image_url=_optional_str(org, "image_url"),
         role=_required_str(obj, "role"),
+        permissions=_permissions(obj, "permissions", null_is_empty=True),
     )
+
+
+def with_role_permissions(memberships: list[Membership], roles: Mapping[str, tuple[str, ...]]) -> list[Membership]:
+    """A user's memberships with each one's permissions replaced by its role's, from Clerk's role list.
+
+    Raises CorruptValue when a membership's role is not in ``roles`` (deleted, or a legacy key the
+    list spells differently), so the caller re-reads that user in full instead of guessing.
+    """
+    out = []
+    for m in memberships:
+        if m.role not in roles:
+            raise CorruptValue("a membership's role is not in Clerk's role list")
+        out.append(replace(m, permissions=roles[m.role]))
+    return out
+
+
+def role_permissions_from_clerk(obj: Any) -> tuple[str, tuple[str, ...]]:
+    """(key, permission keys) of one Clerk ``role`` object; CorruptValue if it lacks them."""
+    if not isinstance(obj, dict):
+        raise CorruptValue("role is not an object")
+    key = _required_str(obj, "key")
+    permissions = obj.get("permissions")
+    if permissions is None:
+        return key, ()
+    if not isinstance(permissions, list) or not all(isinstance(p, dict) for p in permissions):
+        raise CorruptValue("role permissions is not an array of objects")
+    return key, tuple(_required_str(p, "key") for p in permissions)
 
 
 def with_org_details(memberships: list[Membership], org_id: str, organization: Any | None) -> list[Membership]:

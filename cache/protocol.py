@@ -58,7 +58,8 @@ class Acquired(Enum):
 class Target:
     """One thing an event invalidates; see cache/lua/record.lua for the kinds."""
 
-    kind: str  # 'u' user, 'd' deleted user, 'o' org updated, 'x' org deleted, 'm' org members re-read
+    kind: str  # 'u' user, 'd' deleted user, 'o' org updated, 'x' org deleted, 'm' org members re-read,
+    # 'r' role changed, 'R' any role may have changed (an event naming a role or permission by id only)
     id: str
 
     def encode(self) -> str:
@@ -83,6 +84,13 @@ def reread_org_members(org_id: object) -> Target:
 
 def drop_org(org_id: object) -> Target:
     return Target("x", contract.check_org_id(org_id))
+
+
+def repatch_role(role_key: object) -> Target:
+    return Target("r", contract.check_role_key(role_key))
+
+
+ANY_ROLE = Target("R", "*")  # every indexed role: for role.deleted and permission events, which name ids only
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,7 @@ class Fill:
     value: str
     org_ids: tuple[str, ...]
     expire_at_ms: int | None = None  # None: the cache's TTL after the lease's grant; a patch keeps its stash's
+    role_keys: tuple[str, ...] = ()  # the roles in the value, indexed so a role event finds the user
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +175,21 @@ def decode_acquired(reply: Any) -> tuple[Acquired, Any]:
 
 
 def fill_call(fill: Fill, ttl_s: int) -> RunScript:
-    """FILL: store only if the token still holds the lease and none of the value's orgs changed since."""
+    """FILL: store only if the token still holds the lease and none of the value's orgs, nor any role, changed since."""
     orgs = list(dict.fromkeys(fill.org_ids))
-    keys = [contract.user_orgs_key(fill.user_id), contract.lease_key(fill.user_id)]
+    roles = list(dict.fromkeys(fill.role_keys))
+    keys = [
+        contract.user_orgs_key(fill.user_id),
+        contract.lease_key(fill.user_id),
+        contract.ROLES_CHANGED_KEY,
+        contract.ROLES_INDEXED_KEY,
+    ]
     keys += [contract.org_index_key(org_id) for org_id in orgs]
     keys += [contract.org_changed_key(org_id) for org_id in orgs]
+    keys += [contract.role_index_key(role) for role in roles]
     expire_at = "" if fill.expire_at_ms is None else fill.expire_at_ms
-    return RunScript("fill", tuple(keys), (fill.token, fill.value, ttl_s * 1000, fill.user_id, expire_at))
+    args = (fill.token, fill.value, ttl_s * 1000, fill.user_id, expire_at, len(orgs), *roles)
+    return RunScript("fill", tuple(keys), args)
 
 
 def release_call(user_id: str, token: str) -> RunScript:
@@ -287,6 +304,8 @@ def record_program(
         contract.DRAIN_SCHEDULED_KEY,
         contract.CHANGE_SEQ_KEY,
         contract.ORG_PATCHES_KEY,
+        contract.ROLES_CHANGED_KEY,
+        contract.ROLES_INDEXED_KEY,
     ]
     if svix_id is not None:
         keys.append(contract.seen_event_key(contract.check_svix_id(svix_id)))
@@ -300,6 +319,8 @@ def record_program(
         ORG_CHANGED_MS,
         contract.STASH_PREFIX,
         contract.ORG_PATCH_PREFIX,
+        contract.ROLE_INDEX_PREFIX,
+        contract.ROLE_PATCH_TAG,
     ]
     args += [target.encode() for target in targets]
     durable = durable if durable is not None and durable.active else None

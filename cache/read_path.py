@@ -280,7 +280,13 @@ def memberships_from_clerk(raw: list[dict[str, Any]]) -> list[Membership]:
 
 def fill_for(user_id: str, token: str, memberships: list[Membership]) -> Fill:
     """The FILL that stores ``memberships`` under ``token``'s lease."""
-    return Fill(user_id, token, encode_memberships(memberships), tuple(m.organization_id for m in memberships))
+    return Fill(
+        user_id,
+        token,
+        encode_memberships(memberships),
+        tuple(m.organization_id for m in memberships),
+        role_keys=tuple(m.role for m in memberships),
+    )
 
 
 class MembershipCacheBase:

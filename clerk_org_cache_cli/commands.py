@@ -72,7 +72,7 @@ def _redis(settings: Settings) -> Redis:
     return redis_client(RedisTarget.from_settings(settings), Role.TOOL)
 
 
-def _view(memberships: Iterable[Membership]) -> list[dict[str, str | None]]:
+def _view(memberships: Iterable[Membership]) -> list[dict[str, str | list[str] | None]]:
     return sorted((m.to_json_dict() for m in memberships), key=lambda m: str(m["organizationId"]))
 
 

@@ -14,6 +14,8 @@ import logging
 from redis import Redis
 from redis.exceptions import RedisError
 
+from cache.contract import CONTRACT_VERSION, CONTRACT_VERSION_KEY
+
 
 class ChecksUnavailable(Exception):
     """CONFIG GET is not allowed (managed Redis) or Redis did not answer."""
@@ -48,8 +50,34 @@ def risky_settings(redis: Redis) -> list[str]:
     return found
 
 
+def claim_contract_version(redis: Redis) -> str | None:
+    """Write this version of the data contract to ``clerk-org-cache:contract-version`` (so other readers
+    can tell what the values hold); a warning line if Redis names a newer one (a newer deploy shares it)."""
+    found = redis.get(CONTRACT_VERSION_KEY)
+    try:
+        theirs = int(found) if found is not None else 0
+    except ValueError:
+        theirs = 0
+    if theirs > CONTRACT_VERSION:
+        return (
+            f"Redis holds data contract version {theirs}, newer than this process's {CONTRACT_VERSION}: "
+            "a newer deploy shares this Redis; finish rolling it out"
+        )
+    if theirs < CONTRACT_VERSION:
+        redis.set(CONTRACT_VERSION_KEY, CONTRACT_VERSION)
+    return None
+
+
 def log_risky_settings(redis: Redis, log: logging.Logger) -> None:
-    """The start-up check of web and worker: a warning per risky setting, or one line saying it was skipped."""
+    """The start-up check of web and worker: a warning per risky setting, or one line saying it was skipped;
+    then the data contract's version is claimed (`claim_contract_version`)."""
+    try:
+        newer = claim_contract_version(redis)
+    except RedisError as exc:
+        log.warning("data contract version not written (%s)", type(exc).__name__)
+    else:
+        if newer:
+            log.warning(newer)
     try:
         warnings = risky_settings(redis)
     except ChecksUnavailable as exc:

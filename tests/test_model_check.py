@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -492,7 +492,7 @@ class FreshnessModel(RuleBasedStateMachine):
                 actions[user] = PatchAction.REFRESH
                 continue
             f = fill_for(user, job.tokens[user], patched)
-            fills.append(Fill(f.user_id, f.token, f.value, f.org_ids, expire_at_ms=stash.expire_at_ms))
+            fills.append(replace(f, expire_at_ms=stash.expire_at_ms))
         for fill, stored in zip(fills, self.store.fill_many(fills, TTL_S), strict=True):
             actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
             SEEN["a patch stored" if stored else "a patch refused"] += 1

@@ -10,8 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cache.contract import check_permission_id, check_permission_key, check_role_id
 from cache.errors import InvalidId
-from cache.protocol import Target, drop_org, drop_user, refresh_org, refresh_user, reread_org_members
+from cache.protocol import (
+    ANY_ROLE,
+    Target,
+    drop_org,
+    drop_user,
+    refresh_org,
+    refresh_user,
+    repatch_role,
+    reread_org_members,
+)
 from webhook.errors import WebhookRejected
 
 MEMBERSHIP_EVENTS = frozenset(
@@ -19,15 +29,23 @@ MEMBERSHIP_EVENTS = frozenset(
 )
 
 
-KNOWN_EVENTS = MEMBERSHIP_EVENTS | {
-    "organizationInvitation.accepted",
-    "organization.created",
-    "organization.updated",
-    "organization.deleted",
-    "user.created",
-    "user.updated",
-    "user.deleted",
-}
+ROLE_EVENTS = frozenset({"role.created", "role.updated", "role.deleted"})
+PERMISSION_EVENTS = frozenset({"permission.created", "permission.updated", "permission.deleted"})
+
+KNOWN_EVENTS = (
+    MEMBERSHIP_EVENTS
+    | ROLE_EVENTS
+    | PERMISSION_EVENTS
+    | {
+        "organizationInvitation.accepted",
+        "organization.created",
+        "organization.updated",
+        "organization.deleted",
+        "user.created",
+        "user.updated",
+        "user.deleted",
+    }
+)
 
 
 def metric_type(event_type: str) -> str:
@@ -71,6 +89,18 @@ def targets_for(event: dict[str, Any]) -> list[Target] | None:
             return [drop_org(data.get("id"))]
         if kind == "user.deleted":
             return [drop_user(data.get("id"))]
+        if kind in ROLE_EVENTS:
+            check_role_id(data.get("id"))
+            if kind == "role.deleted":
+                return [ANY_ROLE]  # the id only: every indexed role is patched (no member can hold a deleted role)
+            return [repatch_role(data.get("key"))]
+        if kind in PERMISSION_EVENTS:
+            check_permission_id(data.get("id"))
+            if kind == "permission.deleted":
+                return [ANY_ROLE]  # the id only: which roles had it is not said
+            check_permission_key(data.get("key"))
+            # a new permission is in no role until a role.updated names it; an update may rename the key
+            return [] if kind == "permission.created" else [ANY_ROLE]
     except InvalidId as exc:
         raise WebhookRejected(400, "invalid_id", f"{kind}: {exc}") from None
     return None

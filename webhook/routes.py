@@ -58,6 +58,17 @@ def finish_request(response: Response) -> Response:
     return response
 
 
+_TARGET_LOG_FIELD = {
+    "u": "user_id",
+    "d": "user_id",
+    "o": "org_id",
+    "x": "org_id",
+    "m": "org_id",
+    "r": "role",
+    "R": "role",
+}
+
+
 @blueprint.post(WEBHOOK_PATH)
 def clerk_webhook() -> tuple[Response, int]:
     if request.mimetype != "application/json":
@@ -76,7 +87,7 @@ def clerk_webhook() -> tuple[Response, int]:
     targets = targets_for(event)
     if targets is None:
         return _outcome("ignored")
-    g.target = {("user_id" if t.kind in "ud" else "org_id"): t.id for t in targets}
+    g.target = {_TARGET_LOG_FIELD[t.kind]: t.id for t in targets}
     try:
         recorded = intake.recorder.record_event(g.svix_id, targets)
     except InvalidId:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BATCH = 100
 DRAIN_SLICE_S = 120.0  # one job takes new batches for this long, then queues a successor (RQ's timeout is 180 s)
 PATCH_BATCH = 1000  # users patched per Clerk read of the org
+ROLE_PATCH_BATCH = 10_000  # users patched per read of Clerk's role list (1 or 2 pages)
 
 _state_lock = threading.Lock()
 _refresher: Refresher | None = None
@@ -153,12 +154,15 @@ def _drain_as(drain_id: str, refresher: Refresher, store: RefreshStore) -> dict[
 
 
 def _patch_orgs(refresher: Refresher, store: RefreshStore) -> int:
-    """Members stashed by org events: one Clerk read per batch, values patched and written back.
-    Users that cannot be patched join the full-refresh set, handled right after."""
+    """Members stashed by org events, and holders stashed by role events: one Clerk read per batch,
+    values patched and written back. Users that cannot be patched join the full-refresh set, handled
+    right after."""
     patched = 0
     for kind, org_id in store.org_patches():
-        while users := store.patch_members(org_id, PATCH_BATCH):
-            outcomes = refresher.patch_org(org_id, kind == "x", users)
+        batch = ROLE_PATCH_BATCH if kind == "r" else PATCH_BATCH
+        while users := store.patch_members(org_id, batch):
+            roles = kind == "r"
+            outcomes = refresher.patch_roles(users) if roles else refresher.patch_org(org_id, kind == "x", users)
             patched += sum(1 for o in outcomes if o.action is PatchAction.DONE and o.stash is not None)
             store.finish_patch(org_id, outcomes)
         store.finish_org_patch(kind, org_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from redis import Redis
@@ -19,7 +20,17 @@ from cache.budget import BudgetPolicy, ClerkBudget, Priority
 from cache.clerk import ClerkClient
 from cache.config import Settings
 from cache.connections import RedisTarget, cache_redis
-from cache.contract import CorruptValue, Membership, check_org_id, check_user_id, decode_memberships, with_org_details
+from cache.contract import (
+    ROLE_PATCH_TAG,
+    CorruptValue,
+    Membership,
+    check_org_id,
+    check_user_id,
+    decode_memberships,
+    role_permissions_from_clerk,
+    with_org_details,
+    with_role_permissions,
+)
 from cache.errors import ClerkError, ClerkNotFound
 from cache.membership_cache import fetch_memberships, fill_for
 from cache.metrics import FILLS
@@ -111,9 +122,51 @@ class Refresher:
                     actions[user_id] = PatchAction.REFRESH
                     continue
                 fill = fill_for(user_id, tokens[user_id], patched)
-                fills.append(Fill(fill.user_id, fill.token, fill.value, fill.org_ids, expire_at_ms=stash.expire_at_ms))
+                fills.append(replace(fill, expire_at_ms=stash.expire_at_ms))
             for user_id, stored in self._fill_all(fills).items():
                 # refused: an event came in since the leases were taken; patch again
+                actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
+        finally:
+            self._release_unfilled(tokens, leased, fills)
+        return [PatchOutcome(u, stashes[u], actions[u]) for u in tokens]
+
+    def patch_roles(self, user_ids: Sequence[str]) -> list[PatchOutcome]:
+        """Rebuild values a role or permission event stashed, from one read of Clerk's role list.
+
+        As `patch_org`: leases first (with the stash read in the same step), then the read, so a
+        role event after the leases voids the fills (fill.lua checks clerk-org-cache:roles-changed).
+        Every membership's permissions become its role's; a user holding a role the list lacks
+        (deleted, or a legacy key) is re-read in full instead.
+        """
+        tokens = {check_user_id(u): new_token() for u in user_ids}
+        acquired = self.store.acquire_patch_many(list(tokens.items()), self.lease_ms)
+        stashes = {u: stash for u, (_, stash) in zip(tokens, acquired, strict=True)}
+        leased = [u for u, (state, _) in zip(tokens, acquired, strict=True) if state is Acquired.LEASE]
+        actions = dict.fromkeys(user_ids, PatchAction.DONE)
+        fills: list[Fill] = []
+        try:
+            roles: dict[str, tuple[str, ...]] = {}
+            if any(stashes[u] is not None for u in leased):
+                try:
+                    roles = dict(role_permissions_from_clerk(role) for role in self.clerk.list_roles())
+                except (ClerkError, CorruptValue):
+                    for user_id in leased:
+                        actions[user_id] = PatchAction.REFRESH
+                    leased = []
+            for user_id in leased:
+                stash = stashes[user_id]
+                if stash is None:
+                    continue
+                try:
+                    if stash.org_id != ROLE_PATCH_TAG:
+                        raise CorruptValue("stashed for an org patch")
+                    patched = with_role_permissions(decode_memberships(stash.value), roles)
+                except CorruptValue:
+                    actions[user_id] = PatchAction.REFRESH
+                    continue
+                fill = fill_for(user_id, tokens[user_id], patched)
+                fills.append(replace(fill, expire_at_ms=stash.expire_at_ms))
+            for user_id, stored in self._fill_all(fills).items():
                 actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
         finally:
             self._release_unfilled(tokens, leased, fills)

@@ -124,7 +124,7 @@ class RefreshStore:
     # -- org patches: members stashed by an org event, patched from one Clerk read ----------
 
     def org_patches(self) -> list[tuple[str, str]]:
-        """Pending org patches as (kind, org id): kind 'o' updated, 'x' deleted."""
+        """Pending patches as (kind, id): 'o' org updated, 'x' org deleted, 'r' the role patch (id `ROLE_PATCH_TAG`)."""
         entries = self._redis.smembers(contract.ORG_PATCHES_KEY)
         decoded = sorted(_text(e) for e in entries)
         return [(entry[0], entry[2:]) for entry in decoded]

@@ -39,5 +39,9 @@ class AsyncClerkClient(ClerkReads):
     async def get_organization(self, org_id: str) -> dict[str, Any]:
         return await self._io.run(self.organization_program(org_id))
 
+    async def list_roles(self) -> list[dict[str, Any]]:
+        """Every role of the instance, with its permissions."""
+        return await self._io.run(self.roles_program())
+
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -9,13 +9,18 @@
 -- user-orgs-stash:<userId> (never served) for the worker to patch from one Clerk read of the
 -- org; and since a user whose first fill is still running is not in the index yet, the org is
 -- stamped clerk-org-cache:org-changed:<orgId> with a new change sequence, which fill.lua
--- checks against the sequence its lease was granted at.
+-- checks against the sequence its lease was granted at. A role event does the same for every
+-- cached holder of the role (from role-users:<roleKey>), stashed for one patch from Clerk's role
+-- list, and stamps clerk-org-cache:roles-changed so that no fill in flight stores a permission
+-- set read before it.
 --
 -- KEYS[1]  clerk-org-cache:pending-refresh   set of users waiting for a full re-read
 -- KEYS[2]  clerk-org-cache:drain-scheduled   marker: a drain job is already queued
 -- KEYS[3]  clerk-org-cache:change-seq        the global sequence of org changes
--- KEYS[4]  clerk-org-cache:org-patches       set of pending org patches, 'o:<orgId>' / 'x:<orgId>'
--- KEYS[5]  clerk-webhook:seen:<svixId>       optional: dedupe on the Svix message id (omit to always apply)
+-- KEYS[4]  clerk-org-cache:org-patches       set of pending patches, 'o:<orgId>' / 'x:<orgId>' / 'r:<roles tag>'
+-- KEYS[5]  clerk-org-cache:roles-changed     change sequence of the last role or permission event
+-- KEYS[6]  clerk-org-cache:roles-indexed     set of the role keys that have an index role-users:<roleKey>
+-- KEYS[7]  clerk-webhook:seen:<svixId>       optional: dedupe on the Svix message id (omit to always apply)
 --
 -- The keys of users and orgs named by the targets are derived here from these prefixes:
 -- ARGV[1]  seen-event lifetime in s (SEEN_EVENT_TTL_S: longer than Svix's retry schedule)
@@ -27,27 +32,33 @@
 -- ARGV[7]  org-changed lifetime in ms (ORG_CHANGED_MS: longer than any lease)
 -- ARGV[8]  stash prefix        'user-orgs-stash:'
 -- ARGV[9]  org-patch prefix    'clerk-org-cache:org-patch:'
--- ARGV[10..] targets, any number:
+-- ARGV[10] role index prefix   'role-users:'
+-- ARGV[11] the role patch's tag 'roles' (its stash tag, and the id of its patch: never an org id)
+-- ARGV[12..] targets, any number:
 --   'u:<userId>' invalidate, refresh later if it was cached      'd:<userId>' invalidate, never refresh
 --   'o:<orgId>'  org updated: move every cached member's value aside (a stash, never served) for the
 --                worker to patch from one Clerk read; void every fill in flight that read the org
 --   'x:<orgId>'  org deleted: same, the patch drops the org; then drop the index
 --   'm:<orgId>'  re-read every cached member in full (a membership event naming no user, an operator's
 --                invalidate-org): 'u:' for each, and void fills in flight that read the org
+--   'r:<roleKey>' role changed: move every cached holder's value aside for the worker to patch from
+--                one read of Clerk's role list; void every fill in flight
+--   'R:*'        any role may have changed (role.deleted, permission.*: they name an id only): 'r:' for
+--                every indexed role
 -- (the constants named are in cache/protocol.py; the key names in cache/contract.py and the README)
 --
 -- Reply: {recorded, invalidated, schedule}
---   recorded     1 recorded | 0 duplicate: KEYS[5] was already there, nothing invalidated again
+--   recorded     1 recorded | 0 duplicate: KEYS[7] was already there, nothing invalidated again
 --   invalidated  how many values (or stashes) were deleted or moved aside
 --   schedule     1 if the caller must enqueue a drain job, else 0; decided for duplicates too,
 --                so a retried call still gets the job enqueued
 
 local recorded = 1
-if #KEYS >= 5 and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then
+if #KEYS >= 7 and not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[1]) then
   recorded = 0
   -- a duplicate still writes (the record's expiry), so a WAIT after it covers the first delivery's writes:
   -- replication is one ordered stream
-  redis.call('EXPIRE', KEYS[5], ARGV[1])
+  redis.call('EXPIRE', KEYS[7], ARGV[1])
 end
 local invalidated = 0
 local function invalidate(uid, refresh)
@@ -56,6 +67,7 @@ local function invalidate(uid, refresh)
   invalidated = invalidated + existed
   if refresh and existed > 0 then redis.call('SADD', KEYS[1], uid) end
 end
+-- returns false when the user has neither a value nor a stash (nothing to patch)
 local function stash(uid, org)
   redis.call('DEL', ARGV[4] .. uid)
   local value = redis.call('GET', ARGV[3] .. uid)
@@ -76,7 +88,7 @@ local function stash(uid, org)
     else
       redis.call('SADD', KEYS[1], uid)  -- a value written without a TTL: refresh in full
     end
-    return
+    return true
   end
   -- already stashed: for this org the patch will read Clerk afresh; for another org the stash
   -- misses this change, so it is dropped and the user refreshed in full instead
@@ -88,12 +100,29 @@ local function stash(uid, org)
       redis.call('DEL', ARGV[8] .. uid)
       redis.call('SADD', KEYS[1], uid)
     end
+    return true
+  end
+  return false
+end
+local function repatch_role(role)
+  local index = ARGV[10] .. role
+  for _, uid in ipairs(redis.call('SMEMBERS', index)) do
+    if not stash(uid, ARGV[11]) then redis.call('SREM', index, uid) end  -- gone: the next fill indexes it again
   end
 end
 if recorded == 1 then
-  for i = 10, #ARGV do
+  for i = 12, #ARGV do
     local kind, id = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
-    if kind == 'u' then
+    if kind == 'r' or kind == 'R' then
+      -- a fill in flight may hold any role (its user is not in an index yet): void them all
+      redis.call('SET', KEYS[5], redis.call('INCR', KEYS[3]), 'PX', ARGV[7])
+      if kind == 'r' then
+        repatch_role(id)
+      else
+        for _, role in ipairs(redis.call('SMEMBERS', KEYS[6])) do repatch_role(role) end
+      end
+      if redis.call('EXISTS', ARGV[9] .. ARGV[11]) == 1 then redis.call('SADD', KEYS[4], 'r:' .. ARGV[11]) end
+    elseif kind == 'u' then
       invalidate(id, true)
     elseif kind == 'd' then
       invalidate(id, false)
