@@ -43,7 +43,9 @@ def test_miss_stores_the_contract_json_with_ttl(api: ReadApi, redis: Redis, cler
 
     result = api.get_memberships(ALICE)
 
-    assert result == [Membership(org["id"], "acme", "Acme Inc", "https://img.example/acme.png", "org:admin")]
+    admin = ("org:sys_profile:manage", "org:sys_profile:delete", "org:sys_memberships:read",
+             "org:sys_memberships:manage", "org:sys_domains:read", "org:sys_domains:manage")  # fmt: skip
+    assert result == [Membership(org["id"], "acme", "Acme Inc", "https://img.example/acme.png", "org:admin", admin)]
     raw = redis.get(f"user-orgs:{ALICE}")
     assert raw is not None
     assert json.loads(raw) == [
@@ -53,6 +55,7 @@ def test_miss_stores_the_contract_json_with_ttl(api: ReadApi, redis: Redis, cler
             "organizationName": "Acme Inc",
             "imageUrl": "https://img.example/acme.png",
             "role": "org:admin",
+            "permissions": list(admin),
         }
     ]
     assert 290 <= redis.ttl(f"user-orgs:{ALICE}") <= 300
@@ -69,9 +72,9 @@ def test_hit_does_not_call_clerk(api: ReadApi, clerk: ClerkStandIn) -> None:
 def test_value_written_by_another_service_is_served(api: ReadApi, redis: Redis, clerk: ClerkStandIn) -> None:
     """The contract is shared: a value a TypeScript service stored is read as is."""
     value = [{"organizationId": "org_2x", "organizationSlug": None, "organizationName": "X",
-              "imageUrl": None, "role": "basic_member"}]  # fmt: skip
+              "imageUrl": None, "role": "basic_member", "permissions": ["org:x:read"], "addedLater": 1}]  # fmt: skip
     redis.set(f"user-orgs:{ALICE}", json.dumps(value))
-    assert api.get_memberships(ALICE) == [Membership("org_2x", None, "X", None, "basic_member")]
+    assert api.get_memberships(ALICE) == [Membership("org_2x", None, "X", None, "basic_member", ("org:x:read",))]
     assert clerk.call_count() == 0
 
 

@@ -159,6 +159,7 @@ def test_acquire_and_fill_hold_the_lease_rule_under_plain_eval(redis: Redis) -> 
                 "organizationName": "Acme",
                 "imageUrl": None,
                 "role": "org:admin",
+                "permissions": ["org:sys_memberships:read"],
             }
         ]
     )
@@ -166,19 +167,25 @@ def test_acquire_and_fill_hold_the_lease_rule_under_plain_eval(redis: Redis) -> 
     fill_keys = [
         contract.user_orgs_key(user),
         contract.lease_key(user),
+        contract.ROLES_CHANGED_KEY,
+        contract.ROLES_INDEXED_KEY,
         contract.org_index_key(org),
         contract.org_changed_key(org),
+        contract.role_index_key("org:admin"),
     ]
+    fill_args = (value, 60_000, user, "", 1, "org:admin")  # no absolute expiry, one org, its role
 
     assert redis.eval(acquire, 3, *acquire_keys, "token-a", 5000, "0") == [2, "token-a"]
     assert redis.eval(acquire, 3, *acquire_keys, "token-b", 5000, "0") == [3]  # single-flight: wait
 
-    assert redis.eval(fill, 4, *fill_keys, "token-b", value, 60_000, user) == 0  # not the lease holder
+    assert redis.eval(fill, 7, *fill_keys, "token-b", *fill_args) == 0  # not the lease holder
     assert redis.get(contract.user_orgs_key(user)) is None
 
-    assert redis.eval(fill, 4, *fill_keys, "token-a", value, 60_000, user) == 1
+    assert redis.eval(fill, 7, *fill_keys, "token-a", *fill_args) == 1
     assert redis.get(contract.user_orgs_key(user)) == value
     assert redis.smembers(contract.org_index_key(org)) == {user}
+    assert redis.smembers(contract.role_index_key("org:admin")) == {user}
+    assert redis.smembers(contract.ROLES_INDEXED_KEY) == {"org:admin"}
     assert redis.exists(contract.lease_key(user)) == 0
 
     # the Python side sees the same state: a hit, with the value the plain EVAL stored

@@ -156,3 +156,37 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_a_role_change_is_revoked_for_a_thousand_holders_at_the_intakes_2xx_with_the_worker_stopped(
+    redis_server: RedisServer, clerk: ClerkStandIn
+) -> None:
+    """The Procfile's web alone (no worker runs until the end): the 2xx of role.updated is the revocation.
+    Then the Procfile's worker rewrites every holder's value from one read of Clerk's role list."""
+    acme = clerk.create_org("Acme")["data"]["id"]
+    holders = [f"user_2holder{i:05d}" for i in range(1000)]
+    for user_id in holders:
+        clerk.add_membership(user_id, acme, "org:billing")  # org:billing:read and org:billing:manage
+    cache = make_cache(redis_server.url, clerk.url)
+    for user_id in holders:
+        cache.get_memberships(user_id)
+    env = stack_env(redis_server.url, clerk)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    redis = Redis.from_url(redis_server.url, decode_responses=True)
+    with procfile_process("web", env):
+        wait_until(lambda: _answers(url + "/healthz"), 60, what="gunicorn", poll_s=0.1)
+        body, headers = signed_event(SIGNING_SECRET, clerk.update_role("org:billing", permissions=["org:billing:read"]))
+        response = requests.post(url + "/webhooks/clerk", data=body, headers=headers, timeout=15)
+        assert response.status_code == 200 and response.json() == {"status": "processed"}
+
+        for user_id in (holders[0], holders[499], holders[-1]):
+            membership = cache.get_membership(user_id, acme)
+            assert membership is not None and membership.permissions == ("org:billing:read",)
+        assert redis.exists(*[user_orgs_key(u) for u in holders[1:499]]) == 0  # none of the rest is served stale
+    clerk.reset_counts()
+    with procfile_process("worker", env):
+        wait_until(lambda: redis.exists(*[user_orgs_key(u) for u in holders]) == 1000, 60, what="the role patch")
+    assert clerk.call_count("/v1/organization_roles") <= 2 and clerk.call_count("/v1/users/") == 0
+    values = [stored(redis, u) for u in holders]
+    assert all(v[0]["permissions"] == ["org:billing:read"] for v in values)
+    redis.close()

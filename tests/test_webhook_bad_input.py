@@ -13,7 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
-from cache.contract import org_index_key, user_orgs_key
+from cache.contract import ROLES_INDEXED_KEY, org_index_key, role_index_key, user_orgs_key
 from devstack.signing import new_signing_secret, sign
 from tests.support import ACME, ALICE, SIGNING_SECRET
 
@@ -115,6 +115,33 @@ CASES: dict[str, tuple[Case, int, str]] = {
         400,
         "invalid_id",
     ),
+    "role key not in Clerk's format": (
+        lambda: signed(json.dumps(role_event("role.updated", key="org:Bad Key*"))),
+        400,
+        "invalid_id",
+    ),
+    "role key missing": (lambda: signed(json.dumps(role_event("role.updated", key=None))), 400, "invalid_id"),
+    "role id not a role id": (
+        lambda: signed(json.dumps(role_event("role.updated", role_id="perm_2abc"))),
+        400,
+        "invalid_id",
+    ),
+    "deleted role id smuggling a pattern": (
+        lambda: signed(json.dumps({"type": "role.deleted", "data": {"object": "role", "id": "role_*"}})),
+        400,
+        "invalid_id",
+    ),
+    "deleted permission without an id": (
+        lambda: signed(json.dumps({"type": "permission.deleted", "data": {"object": "permission"}})),
+        400,
+        "invalid_id",
+    ),
+    "permission key not org:feature:action": (
+        lambda: signed(json.dumps(permission_event(key="org:invoices"))),
+        400,
+        "invalid_id",
+    ),
+    "permission id not a string": (lambda: signed(json.dumps(permission_event(perm_id=7))), 400, "invalid_id"),
     "svix id with key syntax": (lambda: signed(VALID, msg_id="msg_a:b*"), 400, "invalid_svix_id"),
     "body over 1 MiB": (
         lambda: signed(json.dumps({**membership_event(), "pad": "x" * (1024 * 1024)})),
@@ -127,6 +154,14 @@ CASES: dict[str, tuple[Case, int, str]] = {
         "unsupported_media_type",
     ),
 }
+
+
+def role_event(kind: str, *, key: object = "org:billing", role_id: object = "role_2abc") -> dict[str, object]:
+    return {"type": kind, "data": {"object": "role", "id": role_id, "key": key, "permissions": []}}
+
+
+def permission_event(*, key: object = "org:invoices:create", perm_id: object = "perm_2abc") -> dict[str, object]:
+    return {"type": "permission.updated", "data": {"object": "permission", "id": perm_id, "key": key}}
 
 
 @dataclass(frozen=True)
@@ -170,6 +205,8 @@ def seeded(redis: Redis) -> Redis:
     of ours sets (the cache stores for 300 s), so a refreshed expiry shows as a PTTL that grew."""
     redis.set(user_orgs_key(ALICE), json.dumps([{"organizationId": ACME}]), px=250_000)
     redis.sadd(org_index_key(ACME), ALICE)  # no expiry
+    redis.sadd(role_index_key("org:billing"), ALICE)  # a role event would stash ALICE
+    redis.sadd(ROLES_INDEXED_KEY, "org:billing")
     return redis
 
 

@@ -32,6 +32,7 @@ from devstack.clerk_standin.shapes import (
     invalid_param,
 )
 
+ROLE_LIST_GATE = "organization_roles"  # hold(ROLE_LIST_GATE) holds reads of the role list
 _DEFAULT_LIMIT = 10
 _MAX_LIMIT = 500
 
@@ -133,7 +134,11 @@ class Api:
             items = self._model.roles.list_roles() if roles else self._model.roles.list_permissions()
         limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
         offset = _int_param(query, "offset", 0, 0, None)
-        return Response(200, dumps({"data": items[offset : offset + limit], "total_count": len(items)}))
+        response = Response(200, dumps({"data": items[offset : offset + limit], "total_count": len(items)}))
+        gate = self._faults.gate(ROLE_LIST_GATE) if roles else None
+        if gate is not None:
+            gate.block()  # answer already computed: a slow read of the old roles
+        return response
 
     def _user_memberships(self, user_id: str, query: Query) -> Response:
         try:

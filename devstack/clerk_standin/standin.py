@@ -147,7 +147,8 @@ class ClerkStandIn:
 
     def hold(self, user_id: str) -> Gate:
         """Hold reads of this user's memberships, or given an org id, reads of that org
-        (``GET /v1/organizations/{id}``); the answer is computed at arrival."""
+        (``GET /v1/organizations/{id}``), or given ``"organization_roles"``, reads of the role list;
+        the answer is computed at arrival."""
         return self._faults.hold(user_id)
 
     # ----------------------------------------------------------------- observation
