@@ -22,6 +22,9 @@ machine, against the same private redis-server and Clerk stand-in:
                 from the loop (bench/async_api.py)
 13. django      what @require_org_role adds to a Django request (sync view, async view; warm cache) vs
                 the same view without it, against the lookup's own hit cost (bench/django_authz.py)
+14. roles       role.updated for a role 1,000 cached users hold -> time until every value carries the new
+                permissions, and Clerk calls; a hit on a value with 8 permissions per org vs the same
+                lookup of a value with none (bench/role_patch.py)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import redis as redis_py
 import requests
 from redis import Redis
 
-from bench import async_api, django_authz
+from bench import async_api, django_authz, role_patch
 from bench.async_api import async_lines
 from bench.clerk_budget import budget_line, budget_under_storms
 from bench.loadgen import fire, raw_request
@@ -316,6 +319,18 @@ class Bench:
             "async": django_authz.async_check(self.redis_server.url, self.clerk.url, user_id, org, n, reps),
         }
 
+    # -- 14. roles and permissions ----------------------------------------------------------
+
+    def role_updated(self) -> dict[str, Any]:
+        self.reset()
+        holders, reps = (200, 2) if self.quick else (1000, 5)
+        return role_patch.role_updated(self.redis_server.url, self.clerk, holders, reps)
+
+    def hit_permissions(self) -> dict[str, float]:
+        self.reset()
+        n, reps = (500, 3) if self.quick else (3000, 7)
+        return role_patch.hit_with_permissions(self.redis_server.url, self.clerk, n, reps)
+
     # -- 12. the async API ------------------------------------------------------------------
 
     def async_hit(self) -> dict[str, float]:
@@ -379,6 +394,8 @@ def run(quick: bool) -> dict[str, Any]:
         ("async_stampede", bench.async_stampede),
         ("async_loop_lag", bench.async_loop_lag),
         ("django_check", bench.django_check),
+        ("role_updated", bench.role_updated),
+        ("hit_permissions", bench.hit_permissions),
     ]
     try:
         for name, step in steps:
@@ -444,6 +461,7 @@ def table(r: dict[str, Any]) -> str:
     lines.append(budget_line(r))
     lines += async_lines(r)
     lines += django_authz.django_lines(r)
+    lines += role_patch.role_lines(r)
     return "\n".join(lines)
 
 
