@@ -255,7 +255,7 @@ def current_membership(request: HttpRequest) -> Membership:
     """
     membership = getattr(_http_request(request), _MEMBERSHIP, None)
     if not isinstance(membership, Membership):
-        raise RuntimeError("no org check has passed in this request (use @require_org_role)")
+        raise RuntimeError("no org check has passed in this request (use @require_org_role or @require_org_permission)")
     return membership
 
 

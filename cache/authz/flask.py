@@ -150,7 +150,7 @@ def current_membership() -> Membership:
     """
     membership = _request_environ().get(_MEMBERSHIP)
     if not isinstance(membership, Membership):
-        raise RuntimeError("no org check has passed in this request (use @require_org_role)")
+        raise RuntimeError("no org check has passed in this request (use @require_org_role or @require_org_permission)")
     return membership
 
 
