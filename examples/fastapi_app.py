@@ -1,7 +1,8 @@
-"""A FastAPI app whose routes are guarded by the user's role in the org the path names.
+"""A FastAPI app whose routes are guarded by the user's role, or a permission, in the org the path names.
 
-    GET /orgs/{org}/dashboard   any member of the org ({org}: its id, org_..., or its slug)
-    GET /orgs/{org}/settings    org:admin only
+    GET /orgs/{org}/dashboard      any member of the org ({org}: its id, org_..., or its slug)
+    GET /orgs/{org}/settings       org:admin only
+    GET /orgs/{org}/invoices/new   a member whose role has the permission org:invoices:create
 
 Run it (from the repository root) with the usual REDIS_URL, CLERK_SECRET_KEY, CLERK_API_URL, and
 CLERK_JWT_KEY (optionally CLERK_AUTHORIZED_PARTIES, PORT), under an ASGI server (uvicorn is not a
@@ -25,7 +26,7 @@ from fastapi import Depends, FastAPI, Request
 
 from cache import Membership
 from cache.aio import AsyncMembershipCache, build_cache
-from cache.authz.fastapi import OrgRole, add_denied_handler
+from cache.authz.fastapi import OrgPermission, OrgRole, add_denied_handler
 from cache.config import Settings
 from examples.clerk_session import SessionVerifier
 
@@ -50,6 +51,7 @@ def create_app(*, cache: AsyncMembershipCache | None = None, verifier: SessionVe
 
     member = OrgRole(user=signed_in_user, memberships=memberships)
     admin = OrgRole("org:admin", user=signed_in_user, memberships=memberships)
+    invoicer = OrgPermission("org:invoices:create", user=signed_in_user, memberships=memberships)
     app = FastAPI(lifespan=lifespan)
     add_denied_handler(app)
 
@@ -61,6 +63,10 @@ def create_app(*, cache: AsyncMembershipCache | None = None, verifier: SessionVe
     async def settings(membership: Annotated[Membership, Depends(admin)]) -> dict[str, Any]:
         # act on membership.organization_id: {org_id} may be a slug
         return {"org_id": membership.organization_id, "slug": membership.organization_slug}
+
+    @app.get("/orgs/{org_id}/invoices/new")
+    async def new_invoice(membership: Annotated[Membership, Depends(invoicer)]) -> dict[str, Any]:
+        return {"org_id": membership.organization_id, "role": membership.role}
 
     return app
 

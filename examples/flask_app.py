@@ -1,7 +1,8 @@
-"""A Flask app whose pages are guarded by the user's role in the org the URL names.
+"""A Flask app whose pages are guarded by the user's role, or a permission, in the org the URL names.
 
-    GET /orgs/<org>/dashboard   any member of the org (<org>: its id, org_..., or its slug)
-    GET /orgs/<org>/settings    org:admin only
+    GET /orgs/<org>/dashboard      any member of the org (<org>: its id, org_..., or its slug)
+    GET /orgs/<org>/settings       org:admin only
+    GET /orgs/<org>/invoices/new   a member whose role has the permission org:invoices:create
 
 Run it (from the repository root) with the usual REDIS_URL, CLERK_SECRET_KEY, CLERK_API_URL, and
 CLERK_JWT_KEY (optionally CLERK_AUTHORIZED_PARTIES, PORT):
@@ -20,7 +21,7 @@ from typing import Any
 from flask import Flask, request
 
 from cache import MembershipCache, build_cache
-from cache.authz.flask import current_membership, require_org_role
+from cache.authz.flask import current_membership, require_org_permission, require_org_role
 from cache.config import Settings
 from examples.clerk_session import SessionVerifier
 
@@ -35,6 +36,7 @@ def create_app(*, cache: MembershipCache | None = None, verifier: SessionVerifie
 
     member = require_org_role(user=signed_in_user, memberships=lookups.get_memberships)
     admin = require_org_role("org:admin", user=signed_in_user, memberships=lookups.get_memberships)
+    invoicer = require_org_permission("org:invoices:create", user=signed_in_user, memberships=lookups.get_memberships)
     app = Flask(__name__)
 
     @app.get("/orgs/<org_id>/dashboard")
@@ -48,6 +50,12 @@ def create_app(*, cache: MembershipCache | None = None, verifier: SessionVerifie
     def settings(org_id: str) -> dict[str, Any]:
         membership = current_membership()  # act on its id: <org_id> may be a slug
         return {"org_id": membership.organization_id, "slug": membership.organization_slug}
+
+    @app.get("/orgs/<org_id>/invoices/new")
+    @invoicer
+    def new_invoice(org_id: str) -> dict[str, Any]:
+        membership = current_membership()
+        return {"org_id": membership.organization_id, "role": membership.role}
 
     return app
 

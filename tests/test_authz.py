@@ -22,7 +22,19 @@ from redis import Redis
 
 from cache import Membership, MembershipCache
 from cache.aio import AsyncClerkClient, AsyncMembershipCache
-from cache.authz import Denied, RequestMemo, authorize, authorize_async, check_org_ref, resolve_org, role_allows
+from cache.authz import (
+    Denied,
+    RequestMemo,
+    authorize,
+    authorize_async,
+    authorize_permission,
+    check_org_ref,
+    decide_permission,
+    permission_allows,
+    permission_key,
+    resolve_org,
+    role_allows,
+)
 from cache.authz import fastapi as fastapi_authz
 from cache.authz import flask as flask_authz
 from cache.connections import async_cache_redis
@@ -81,6 +93,19 @@ def flask_app(cache: MembershipCache) -> Flask:
         second = flask_authz.check_org_role(other, user=user, memberships=lookup)
         return {"orgs": [org_id, second.organization_id]}
 
+    # permissions: unprefixed as Clerk's has() allows; a system one; with a role check and a check inside
+    invoices = flask_authz.require_org_permission("billing:manage", user=user, memberships=lookup)
+    app.add_url_rule("/orgs/<org_id>/invoices", "invoices", invoices(shown))
+    manage = flask_authz.require_org_permission("org:sys_memberships:manage", user=user, memberships=lookup)
+    app.add_url_rule("/orgs/<org_id>/members", "members", manage(shown))
+
+    @app.get("/orgs/<org_id>/billing-and/<other>")
+    @billing
+    @invoices
+    def billing_and(org_id: str, other: str) -> dict[str, Any]:
+        second = flask_authz.check_org_permission(other, "org:billing:read", user=user, memberships=lookup)
+        return {"orgs": [org_id, second.organization_id]}
+
     return app
 
 
@@ -126,6 +151,29 @@ def fastapi_app(cache: AsyncMembershipCache, *, handler: bool = True) -> FastAPI
         user_id: Annotated[str | None, Depends(user)],
     ) -> dict[str, Any]:
         second = await fastapi_authz.check_org_role(request, other, user_id=user_id, memberships=lookup)
+        return {"orgs": [first.organization_id, second.organization_id]}
+
+    invoices = fastapi_authz.OrgPermission("billing:manage", user=user, memberships=lookup)
+    manage = fastapi_authz.OrgPermission("org:sys_memberships:manage", user=user, memberships=lookup)
+
+    @app.get("/orgs/{org_id}/invoices")
+    async def invoices_page(membership: Annotated[Membership, Depends(invoices)]) -> dict[str, Any]:
+        return shown(membership)
+
+    @app.get("/orgs/{org_id}/members")
+    async def members_page(membership: Annotated[Membership, Depends(manage)]) -> dict[str, Any]:
+        return shown(membership)
+
+    @app.get("/orgs/{org_id}/billing-and/{other}", dependencies=[Depends(billing)])
+    async def billing_and(
+        other: str,
+        request: Request,
+        first: Annotated[Membership, Depends(invoices)],
+        user_id: Annotated[str | None, Depends(user)],
+    ) -> dict[str, Any]:
+        second = await fastapi_authz.check_org_permission(
+            request, other, "org:billing:read", user_id=user_id, memberships=lookup
+        )
         return {"orgs": [first.organization_id, second.organization_id]}
 
     return app
@@ -468,6 +516,115 @@ def test_check_org_ref_refuses_non_strings() -> None:
     with pytest.raises(Denied) as refused:
         check_org_ref(42)
     assert refused.value.status == 404
+
+
+# -- permissions -------------------------------------------------------------------------------------------
+
+PERMISSION_NOT_ALLOWED = {
+    "error": "permission_not_allowed",
+    "message": "your permissions in this organization do not allow this",
+}
+
+
+def test_a_permission_is_granted_by_the_cached_membership_s_permissions(get: Get, clerk: ClerkStandIn) -> None:
+    """org:billing (the stand-in gives it org:billing:read and org:billing:manage) may; org:admin, whose
+    permissions are the system ones, may not: a permission check never falls back to the role."""
+    org = clerk.create_org("Acme", slug="acme")["data"]["id"]
+    clerk.add_membership(ALICE, org, "org:admin")
+    clerk.add_membership(BOB, org, "org:billing")
+
+    for ref in (org, "acme"):
+        assert get(f"/orgs/{ref}/invoices", BOB).body == {"org": org, "role": "org:billing"}
+    refused = get(f"/orgs/{org}/invoices", ALICE)
+    assert (refused.status, refused.body) == (403, PERMISSION_NOT_ALLOWED)
+
+
+def test_a_system_permission_is_checked_from_the_cache_like_any_other(
+    get: Get, clerk: ClerkStandIn, cache: MembershipCache
+) -> None:
+    """Clerk's server-side has() cannot check org:sys_*; the cached membership carries them. Clerk is
+    stopped once both are cached, so the answers come from the cache."""
+    org = clerk.create_org("Acme", slug="acme")["data"]["id"]
+    clerk.add_membership(ALICE, org, "org:admin")
+    clerk.add_membership(BOB, org, "org:member")
+    for who in (ALICE, BOB):
+        cache.get_memberships(who)
+    clerk.stop()
+
+    assert get(f"/orgs/{org}/members", ALICE).body == {"org": org, "role": "org:admin"}
+    refused = get(f"/orgs/{org}/members", BOB)
+    assert (refused.status, refused.body) == (403, PERMISSION_NOT_ALLOWED)
+
+
+def test_a_permission_check_refuses_in_the_role_checks_order(get: Get, clerk: ClerkStandIn, backing: Any) -> None:
+    """401 before 404 before any lookup; then not_a_member; then the permission; 503 when undecidable."""
+    (org,) = orgs_with_member(clerk, ALICE, "Acme", role="org:member")
+    (other,) = orgs_with_member(clerk, BOB, "Globex", role="org:billing")
+
+    for path in (f"/orgs/{org}/invoices", "/orgs/org_bad-id/invoices"):
+        answer = get(path)
+        assert (answer.status, answer.body["error"], answer.headers["www-authenticate"]) == (
+            401,
+            "unauthenticated",
+            "Bearer",
+        )
+    assert get("/orgs/org_bad-id/invoices", ALICE).body == {"error": "not_found", "message": "no such organization"}
+    assert user_reads(clerk) == 0 and lookups(backing) == 0
+    refused = get(f"/orgs/{other}/invoices", ALICE)  # Globex's billing member is Bob, not Alice
+    assert (refused.status, refused.body["error"]) == (403, "not_a_member")
+    refused = get(f"/orgs/{org}/invoices", ALICE)
+    assert (refused.status, refused.body) == (403, PERMISSION_NOT_ALLOWED)
+    clerk.stop()  # nothing is cached for Bob
+    refused = get(f"/orgs/{other}/invoices", BOB)
+    assert (refused.status, refused.body["error"]) == (503, "authorization_unavailable")
+
+
+def test_a_permission_check_and_a_role_check_in_one_request_share_one_lookup(
+    get: Get, clerk: ClerkStandIn, backing: Any
+) -> None:
+    """/billing-and/<other>: a role check, a permission check, and a permission check of a second org inside."""
+    acme, globex = orgs_with_member(clerk, BOB, "Acme", "Globex", role="org:billing")
+
+    assert get(f"/orgs/{acme}/billing-and/{globex}", BOB).body == {"orgs": [acme, globex]}
+    assert user_reads(clerk) == 1 and lookups(backing) == 1
+    refused = get(f"/orgs/{acme}/billing-and/initech", BOB)
+    assert (refused.status, refused.body["error"]) == (403, "not_a_member")
+
+
+def test_permission_keys_are_normalised_as_clerk_s_has_normalises_them_and_matched_exactly() -> None:
+    billing = Membership("org_2a", "a", "A", None, "org:billing", ("org:billing:manage", "org:sys_memberships:read"))
+
+    for spelled in ("org:billing:manage", "billing:manage", "org:org:billing:manage"):  # prefixWithOrg
+        assert permission_key(spelled) == "org:billing:manage"
+        assert permission_allows(billing, spelled)
+    assert permission_allows(billing, "sys_memberships:read")
+    assert not permission_allows(billing, "org:billing:read")  # no hierarchy: manage does not imply read
+    assert not permission_allows(billing, "org:sys_memberships:manage")
+    assert decide_permission([billing], "a", "billing:manage") == billing
+    with pytest.raises(Denied) as refused:
+        decide_permission([billing], "a", "org:billing:read")
+    assert (refused.value.status, refused.value.code) == (403, "permission_not_allowed")
+    with pytest.raises(Denied) as refused:
+        decide_permission([billing], "org_2b", "org:billing:manage")
+    assert (refused.value.status, refused.value.code) == (403, "not_a_member")
+
+
+BAD_KEYS = ["", "org:", "org:admin", "invoices", "org:invoices:*", "org:Invoices:create", "org:a:b:c", " org:a:b"]
+
+
+@pytest.mark.parametrize("key", [*BAD_KEYS, None, 42])
+def test_a_malformed_permission_key_fails_where_the_check_is_built(key: Any) -> None:
+    def nobody() -> None:
+        return None
+
+    with pytest.raises(ValueError):
+        permission_key(key)
+    with pytest.raises(ValueError):
+        flask_authz.require_org_permission(key, user=nobody)
+    with pytest.raises(ValueError):
+        fastapi_authz.OrgPermission(key, user=nobody)
+    with pytest.raises(ValueError):
+        authorize_permission(RequestMemo(), ALICE, "acme", key, lambda user_id: [])  # before the user or a lookup
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import cache.aio
 from cache import MembershipCache
 from cache.aio import AsyncClerkClient, AsyncMembershipCache
 from cache.authz import django as django_authz
-from cache.authz.drf import OrgRolePermission
+from cache.authz.drf import OrgPermission, OrgRolePermission
 from cache.connections import async_cache_redis
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
@@ -256,6 +256,132 @@ def test_the_decorator_uses_the_process_wide_cache_by_default(
     assert cache.stats.snapshot()["misses"] == 1
 
 
+# -- permissions -----------------------------------------------------------------------------------------
+
+PERMISSION_NOT_ALLOWED = {
+    "error": "permission_not_allowed",
+    "message": "your permissions in this organization do not allow this",
+}
+
+
+def test_permission_checks_in_function_and_class_based_views_and_drf(
+    serving: Callable[..., None], cache: MembershipCache, acme: str
+) -> None:
+    """Carol's org:billing has org:billing:manage (the stand-in's custom role); Alice's org:admin has the
+    system permissions only, and Bob's org:member org:sys_memberships:read; Dave is in no such org."""
+    lookup = cache.get_memberships
+    invoices = django_authz.require_org_permission("billing:manage", user=user, memberships=lookup)
+
+    @method_decorator(invoices, name="dispatch")
+    class Invoices(View):
+        def get(self, request: HttpRequest, org_id: str) -> JsonResponse:
+            return shown(request)
+
+    drf_invoices = OrgPermission.with_permission("org:billing:manage", user=user, memberships=lookup)
+    serving(
+        path("fn/<str:org_id>", invoices(shown)),
+        path("cbv/<str:org_id>", Invoices.as_view()),
+        path("drf/<str:org_id>", drf_view(drf_invoices)),
+        path(
+            "members/<str:org_id>",
+            django_authz.require_org_permission("org:sys_memberships:manage", user=user, memberships=lookup)(shown),
+        ),
+    )
+
+    for page in ("fn", "cbv", "drf"):
+        assert get(f"/{page}/acme", CAROL) == (200, {"org": acme, "role": "org:billing"}), page
+        assert get(f"/{page}/{acme}", ALICE) == (403, PERMISSION_NOT_ALLOWED), page
+        assert get(f"/{page}/{acme}", DAVE)[1]["error"] == "not_a_member", page
+        assert get(f"/{page}/{acme}", None) == (401, UNAUTHENTICATED), page
+    assert get(f"/members/{acme}", ALICE) == (200, {"org": acme, "role": "org:admin"})  # a system permission
+    assert get(f"/members/{acme}", BOB) == (403, PERMISSION_NOT_ALLOWED)
+
+
+def test_drf_permission_classes_compose_and_share_the_request_s_lookup(
+    serving: Callable[..., None], cache: MembershipCache, acme: str
+) -> None:
+    lookup = cache.get_memberships
+    admin = OrgRolePermission.with_roles("org:admin", user=user, memberships=lookup)
+    invoices = OrgPermission.with_permission("org:billing:manage", user=user, memberships=lookup)
+    read = OrgPermission.with_permission("billing:read", user=user, memberships=lookup)
+    serving(
+        path("or/<str:org_id>", drf_view(admin | invoices)),
+        path("and/<str:org_id>", drf_view(invoices & read, admin | read)),
+    )
+
+    assert get(f"/or/{acme}", ALICE) == (200, {"org": acme, "role": "org:admin"})
+    assert get(f"/or/{acme}", CAROL) == (200, {"org": acme, "role": "org:billing"})
+    assert get(f"/or/{acme}", BOB) == (403, DRF_DEFAULT_403)
+    before = lookups(cache)
+    assert get(f"/and/{acme}", CAROL) == (200, {"org": acme, "role": "org:billing"})
+    assert lookups(cache) - before == 1  # four checks (a role, three permissions), one lookup
+    assert get(f"/and/{acme}", ALICE) == (403, DRF_DEFAULT_403)
+    assert OrgPermission.with_permission("billing:read", user=user).__name__ == "OrgPermission[org:billing:read]"
+
+
+def test_permission_checks_inside_views_share_the_decorator_s_lookup(
+    serving: Callable[..., None], cache: MembershipCache, clerk: ClerkStandIn, acme: str
+) -> None:
+    (globex,) = orgs_with_member(clerk, CAROL, "Globex", role="org:member")
+    lookup = cache.get_memberships
+
+    @django_authz.require_org_role("org:billing", user=user, memberships=lookup)
+    def two_orgs(request: HttpRequest, org_id: str, other: str) -> JsonResponse:
+        django_authz.check_org_permission(request, org_id, "org:billing:manage", user=user, memberships=lookup)
+        second = django_authz.check_org_permission(request, other, "org:billing:read", user=user, memberships=lookup)
+        return JsonResponse({"orgs": [org_id, second.organization_id]})
+
+    serving(path("orgs/<str:org_id>/and/<str:other>", two_orgs))
+
+    assert get(f"/orgs/{acme}/and/{acme}", CAROL) == (200, {"orgs": [acme, acme]})
+    assert lookups(cache) == 1
+    assert get(f"/orgs/{acme}/and/{globex}", CAROL) == (403, PERMISSION_NOT_ALLOWED)  # DeniedMiddleware
+
+
+@pytest.mark.asyncio
+async def test_async_permission_checks_await_cache_aio(
+    serving: Callable[..., None], aio: AsyncMembershipCache, acme: str
+) -> None:
+    lookup = aio.get_memberships
+    invoices = django_authz.require_org_permission("org:billing:manage", user=user, memberships=lookup)
+    role = django_authz.require_org_role("org:billing", user=user, memberships=lookup)
+
+    @method_decorator(invoices, name="get")
+    class Invoices(View):
+        async def get(self, request: HttpRequest, org_id: str) -> JsonResponse:
+            return shown(request)
+
+    async def inside(request: HttpRequest, org_id: str) -> JsonResponse:
+        await django_authz.acheck_org_permission(request, org_id, "billing:read", user=user, memberships=lookup)
+        return shown(request)
+
+    assert iscoroutinefunction(invoices(shown_async)) and Invoices.view_is_async
+    serving(
+        path("fn/<str:org_id>", invoices(shown_async)),
+        path("cbv/<str:org_id>", Invoices.as_view()),
+        path("inside/<str:org_id>", role(inside)),
+    )
+
+    try:
+        for page in ("fn", "cbv", "inside"):
+            assert await aget(f"/{page}/acme", CAROL) == (200, {"org": acme, "role": "org:billing"}), page
+        for page in ("fn", "cbv"):
+            assert await aget(f"/{page}/{acme}", BOB) == (403, PERMISSION_NOT_ALLOWED), page
+        before = lookups(aio)
+        assert await aget(f"/inside/{acme}", CAROL) == (200, {"org": acme, "role": "org:billing"})
+        assert lookups(aio) - before == 1  # the role check and the permission check inside
+    finally:
+        await aio.aclose()
+
+
+@pytest.mark.parametrize("key", ["", "org:billing", "billing", "org:billing:*", "org:Billing:read", None])
+def test_a_malformed_permission_key_fails_when_the_decorator_or_class_is_made(key: Any) -> None:
+    with pytest.raises(ValueError):
+        django_authz.require_org_permission(key, user=user)
+    with pytest.raises(ValueError):
+        OrgPermission.with_permission(key, user=user)
+
+
 # -- misuse ----------------------------------------------------------------------------------------------
 
 
@@ -275,6 +401,7 @@ def test_misuse_is_refused_with_a_clear_error(serving: Callable[..., None], cach
         path("cbv/<str:org_id>", Undecorated.as_view()),
         path("other-kwarg/<str:org>", decorator(shown)),
         path("drf/<str:org_id>", drf_view(OrgRolePermission)),
+        path("drf-permission/<str:org_id>", drf_view(OrgPermission)),
     )
     with pytest.raises(TypeError, match="method_decorator"):
         Client().get(f"/cbv/{acme}", headers={"X-User": ALICE})
@@ -282,6 +409,8 @@ def test_misuse_is_refused_with_a_clear_error(serving: Callable[..., None], cach
         Client().get(f"/other-kwarg/{acme}", headers={"X-User": ALICE})
     with pytest.raises(TypeError, match="with_roles"):
         Client().get(f"/drf/{acme}", headers={"X-User": ALICE})
+    with pytest.raises(TypeError, match="with_permission"):
+        Client().get(f"/drf-permission/{acme}", headers={"X-User": ALICE})
     with pytest.raises(TypeError, match="sync view"):
         Client().get(f"/async-lookup/{acme}", headers={"X-User": ALICE})
 

@@ -7,11 +7,14 @@ uvicorn (ASGI), once per view kind: function views, class-based views, DRF views
 ASGI server, which runs them on its loop). Clerk is the stand-in; the intake is the Procfile's stack (web
 and worker) on the same private Redis. Every check runs the same story: the user is allowed; Clerk
 changes; the signed webhook gets its 2xx; the very next request to the same server process is refused.
-Every refusal is the same JSON, whatever the framework or the view kind.
+The same story holds for each example's permission-guarded page (``org:invoices:create``), whether the
+permission goes with a ``role.updated``, a ``permission.deleted`` or a demotion. Every refusal is the
+same JSON, whatever the framework or the view kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import requests
 from redis import Redis
 
 from devstack.clerk_standin import ClerkStandIn
+from devstack.clerk_standin.shapes import StandInConflict
 from devstack.redis_server import RedisServer, free_port
 from devstack.signing import signed_event
 from devstack.stack import REPO, LocalStack
@@ -257,20 +261,96 @@ def test_current_membership_outside_a_guarded_view_is_no_one_s(door: Door, door_
 
 UNAUTHENTICATED = (401, {"error": "unauthenticated", "message": "sign in first"})
 NOT_FOUND = (404, {"error": "not_found", "message": "no such organization"})
+PERMISSION_NOT_ALLOWED = (
+    403,
+    {"error": "permission_not_allowed", "message": "your permissions in this organization do not allow this"},
+)
 
 
-def test_every_refusal_is_the_documented_json_never_a_500(same_process: Door, door_clerk: ClerkStandIn) -> None:
+@pytest.mark.parametrize("page", ["settings", "invoices/new"])
+def test_every_refusal_is_the_documented_json_never_a_500(
+    same_process: Door, door_clerk: ClerkStandIn, page: str
+) -> None:
+    """The role-guarded page and the permission-guarded one refuse in the same order, with the same JSON;
+    only the last 403 differs. org:member has neither org:admin nor org:invoices:create."""
     door, admin = same_process, new_admin(door_clerk)
     member, outsider = "user_" + secrets.token_hex(12), new_admin(door_clerk).user
     door_clerk.add_membership(member, admin.org, "org:member")
-    settings = f"/orgs/{admin.org}/settings"
+    guarded = f"/orgs/{admin.org}/{page}"
 
     for token in (None, session_token(admin.user, key=OTHER_KEY)):  # no session; a forged one
-        refused = door.ask(settings, token)
+        refused = door.ask(guarded, token)
         assert (refused.status_code, refused.json()) == UNAUTHENTICATED
         assert refused.headers["WWW-Authenticate"] == "Bearer"
-    assert door.get("/orgs/org_bad-chars/settings", admin.user) == NOT_FOUND
-    assert door.get(f"/orgs/{admin.org}/dashboard", outsider) == NOT_A_MEMBER
-    assert door.get(settings, member) == ROLE_NOT_ALLOWED
-    assert door.get(settings, admin.user) == (200, {"org_id": admin.org, "slug": admin.slug})
+    assert door.get(f"/orgs/org_bad-chars/{page}", admin.user) == NOT_FOUND
+    assert door.get(guarded, outsider) == NOT_A_MEMBER
+    if page == "settings":
+        assert door.get(guarded, member) == ROLE_NOT_ALLOWED
+        assert door.get(guarded, admin.user) == (200, {"org_id": admin.org, "slug": admin.slug})
+    else:
+        assert door.get(guarded, member) == PERMISSION_NOT_ALLOWED
+        assert door.get(guarded, admin.user) == PERMISSION_NOT_ALLOWED  # org:admin has system permissions only
     # 503, when the lookup fails: test_a_failed_lookup_is_not_remembered_by_later_requests
+
+
+INVOICES_CREATE = "org:invoices:create"  # what the examples' /orgs/<org>/invoices/new requires
+
+
+@dataclass(frozen=True)
+class Invoicer:
+    user: str
+    org: str
+    org_name: str
+    role: str
+
+
+@pytest.fixture
+def invoicer(door_clerk: ClerkStandIn) -> Invoicer:
+    """A new user holding a new custom role with org:invoices:create (and a system permission) in a new org.
+
+    The permission is created first if a test before deleted it: the stand-in serves the whole module."""
+    with contextlib.suppress(StandInConflict):  # there already
+        door_clerk.create_permission(INVOICES_CREATE)
+    role = "org:inv_" + secrets.token_hex(4)
+    door_clerk.create_role(role, "Invoicer", ["org:sys_memberships:read", INVOICES_CREATE])
+    user, slug = "user_" + secrets.token_hex(12), "door-" + secrets.token_hex(4)
+    org = door_clerk.create_org(f"Door {slug}", slug=slug)["data"]["id"]
+    door_clerk.add_membership(user, org, role)
+    return Invoicer(user, org, f"Door {slug}", role)
+
+
+def role_loses_the_permission(clerk: ClerkStandIn, who: Invoicer) -> dict[str, Any]:
+    return clerk.update_role(who.role, permissions=["org:sys_memberships:read"])
+
+
+def permission_is_deleted(clerk: ClerkStandIn, who: Invoicer) -> dict[str, Any]:
+    return clerk.delete_permission(INVOICES_CREATE)
+
+
+def member_is_demoted(clerk: ClerkStandIn, who: Invoicer) -> dict[str, Any]:
+    return clerk.update_membership(who.user, who.org, "org:member")
+
+
+CHANGES = {  # each takes org:invoices:create from the invoicer in Clerk, and returns the event Clerk sends
+    "role.updated": role_loses_the_permission,
+    "permission.deleted": permission_is_deleted,
+    "organizationMembership.updated": member_is_demoted,
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_lost_permission_is_refused_on_the_very_next_request(
+    same_process: Door, intake: str, door_clerk: ClerkStandIn, invoicer: Invoicer, change: str
+) -> None:
+    door, who = same_process, invoicer
+    new_invoice = f"/orgs/{who.org}/invoices/new"
+    for _ in range(2):  # a miss, then a hit
+        assert door.get(new_invoice, who.user) == (200, {"org_id": who.org, "role": who.role})
+
+    event = CHANGES[change](door_clerk, who)
+    assert event["type"] == change
+    assert deliver(intake, event) == PROCESSED
+
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
+    role_now = "org:member" if change == "organizationMembership.updated" else who.role
+    assert door.get(f"/orgs/{who.org}/dashboard", who.user) == (200, {"org": who.org_name, "role": role_now})

@@ -17,6 +17,8 @@ decision is made here, in this order:
 - 403 ``not_a_member``: no membership in that org (also when no such org exists, so a
   non-member cannot tell the two apart).
 - 403 ``role_not_allowed``: a member whose role is not one of those required.
+- 403 ``permission_not_allowed``: a member whose cached ``Membership.permissions`` lack the
+  permission required (a permission check instead of a role check; the order before it is the same).
 
 One 404 comes after the lookup: a slug that two of the user's cached orgs carry (an
 org renamed onto a slug another of theirs gave up, before the rename's event is in).
@@ -32,6 +34,14 @@ Roles are opaque strings compared exactly (``org:admin``, ``org:member``,
 ``org:<custom>``); instances still on the legacy ``admin``/``basic_member`` list both
 spellings. No role at all means any member.
 
+Permissions are checked as Clerk's ``has({permission})`` checks them: the key is
+normalised with Clerk's ``prefixWithOrg`` (``invoices:create`` is ``org:invoices:create``)
+and must then be one of the membership's ``permissions``, exactly (no wildcards, no
+hierarchy). System permissions (``org:sys_*``) are in the cached membership like any
+other, so they are checked the same way, for any of the user's orgs. A key that is not
+``org:<feature>:<action>`` is a ValueError when the check is built, so a typo fails at
+start-up instead of refusing everyone.
+
 `RequestMemo` remembers one request's lookups (answers and failures), so ten checks
 in one request cost one lookup.
 """
@@ -44,7 +54,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 
-from cache.contract import Membership, check_org_id, check_user_id
+from cache.contract import Membership, check_org_id, check_permission_key, check_user_id
 from cache.errors import CacheUnavailable, ClerkCacheError, ClerkError, Denied, InvalidId
 
 __all__ = [
@@ -55,8 +65,13 @@ __all__ = [
     "allowed_roles",
     "authorize",
     "authorize_async",
+    "authorize_permission",
+    "authorize_permission_async",
     "check_org_ref",
     "decide",
+    "decide_permission",
+    "permission_allows",
+    "permission_key",
     "require_user",
     "resolve_org",
     "role_allows",
@@ -69,6 +84,7 @@ AsyncLookup = Callable[[str], Awaitable[list[Membership]]]
 Roles = str | Iterable[str]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_ORG_PREFIXES = re.compile(r"^(org:)*")  # Clerk's prefixWithOrg: s.replace(/^(org:)*/, 'org:')
 
 
 def allowed_roles(roles: Roles) -> frozenset[str]:
@@ -87,6 +103,25 @@ def role_allows(membership: Membership, roles: Roles) -> bool:
     """Whether the membership's role is one of ``roles`` (no roles: any member)."""
     allowed = allowed_roles(roles)
     return not allowed or membership.role in allowed
+
+
+def permission_key(permission: object) -> str:
+    """The permission key as Clerk's ``has()`` compares it: ``org:`` prefixed once (``prefixWithOrg``).
+
+    Raises ValueError for anything that is not then ``org:<feature>:<action>`` (an empty
+    string, a role key, a typo), so a check built with it fails at start-up.
+    """
+    if not isinstance(permission, str) or not permission:
+        raise ValueError(f"a permission must be a non-empty string, not {permission!r}")
+    try:
+        return check_permission_key(_ORG_PREFIXES.sub("org:", permission, count=1))
+    except InvalidId:
+        raise ValueError(f"not a Clerk permission key (expected org:<feature>:<action>): {permission!r}") from None
+
+
+def permission_allows(membership: Membership, permission: str) -> bool:
+    """Whether the membership's permissions include ``permission`` (normalised), exactly."""
+    return permission_key(permission) in membership.permissions
 
 
 def _is_org_id(org_ref: str) -> bool:
@@ -138,13 +173,27 @@ def require_user(user_id: object) -> str:
         raise Denied(401, "unauthenticated", "the session does not name a Clerk user") from None
 
 
-def decide(memberships: Iterable[Membership], org_ref: str, roles: Roles) -> Membership:
-    """The user's membership in the org ``org_ref`` names, if its role is allowed; else raise Denied (403)."""
+def _member(memberships: Iterable[Membership], org_ref: str) -> Membership:
     membership = resolve_org(memberships, org_ref)
     if membership is None:
         raise Denied(403, "not_a_member", "you are not a member of this organization")
+    return membership
+
+
+def decide(memberships: Iterable[Membership], org_ref: str, roles: Roles) -> Membership:
+    """The user's membership in the org ``org_ref`` names, if its role is allowed; else raise Denied (403)."""
+    membership = _member(memberships, org_ref)
     if not role_allows(membership, roles):
         raise Denied(403, "role_not_allowed", "your role in this organization does not allow this")
+    return membership
+
+
+def decide_permission(memberships: Iterable[Membership], org_ref: str, permission: str) -> Membership:
+    """The user's membership in the org ``org_ref`` names, if it has ``permission``; else raise Denied (403)."""
+    key = permission_key(permission)  # before the membership: a bad key is the app's bug, for every user
+    membership = _member(memberships, org_ref)
+    if key not in membership.permissions:
+        raise Denied(403, "permission_not_allowed", "your permissions in this organization do not allow this")
     return membership
 
 
@@ -243,3 +292,23 @@ async def authorize_async(
     user = require_user(user_id)
     ref = check_org_ref(org_ref)
     return decide(await memo.memberships_async(lookup, user), ref, roles)
+
+
+def authorize_permission(
+    memo: RequestMemo, user_id: object, org_ref: object, permission: str, lookup: Lookup
+) -> Membership:
+    """`authorize` for a permission: the same order, then 403 ``permission_not_allowed``."""
+    key = permission_key(permission)
+    user = require_user(user_id)
+    ref = check_org_ref(org_ref)
+    return decide_permission(memo.memberships(lookup, user), ref, key)
+
+
+async def authorize_permission_async(
+    memo: RequestMemo, user_id: object, org_ref: object, permission: str, lookup: AsyncLookup
+) -> Membership:
+    """`authorize_permission` with an async lookup."""
+    key = permission_key(permission)
+    user = require_user(user_id)
+    ref = check_org_ref(org_ref)
+    return decide_permission(await memo.memberships_async(lookup, user), ref, key)

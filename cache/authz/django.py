@@ -1,12 +1,12 @@
-"""Django: ``@require_org_role("org:admin", user=...)`` on views whose URL names the org.
+"""Django: ``@require_org_role("org:admin", user=...)`` or ``@require_org_permission("org:invoices:create",
+user=...)`` on views whose URL names the org.
 
 Importing this module needs Django, which is not a dependency of this package (the
 ``django`` extra: ``pip install 'clerk-org-cache[django]'``). The rest of ``cache``
-does not import it. DRF's permission class is `cache.authz.drf.OrgRolePermission`.
-Checks of Clerk permissions (``require_org_permission``, DRF's ``OrgPermission``) come
-with permissions in the cache.
+does not import it. DRF's permission classes are `cache.authz.drf.OrgRolePermission` and
+`cache.authz.drf.OrgPermission`.
 
-The decorator works on function views, on class-based views through Django's
+The decorators work on function views, on class-based views through Django's
 ``method_decorator``, and on async views (``async def``; detected and marked as Django
 detects and marks its own decorators, with asgiref's ``iscoroutinefunction`` and
 ``markcoroutinefunction``). The org comes from the URL kwarg ``org_kwarg`` (an org id
@@ -24,7 +24,7 @@ the server's loop; under WSGI Django runs each in a one-off loop, which then bui
 own async clients: serve async views with an ASGI server.
 
 Lookups are remembered for the request, so stacked decorators, DRF permissions and
-`check_org_role` calls in one request cost one lookup. The view reads the membership
+`check_org_role` or `check_org_permission` calls in one request cost one lookup. The view reads the membership
 the check resolved with `current_membership` (use its ``organization_id``, not the
 URL's value, which may be a slug).
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -46,15 +46,29 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from cache import get_cached_user_org_memberships
-from cache.authz import AsyncLookup, Denied, Lookup, RequestMemo, allowed_roles, authorize, authorize_async
+from cache.authz import (
+    AsyncLookup,
+    Denied,
+    Lookup,
+    RequestMemo,
+    allowed_roles,
+    authorize,
+    authorize_async,
+    authorize_permission,
+    authorize_permission_async,
+    permission_key,
+)
 from cache.contract import Membership
 
 __all__ = [
     "DeniedMiddleware",
+    "acheck_org_permission",
     "acheck_org_role",
+    "check_org_permission",
     "check_org_role",
     "current_membership",
     "denied_response",
+    "require_org_permission",
     "require_org_role",
 ]
 
@@ -81,6 +95,49 @@ def require_org_role(
     """
     allowed = allowed_roles(roles)
 
+    def sync_check(http: HttpRequest, org_ref: object, lookup: Lookup) -> Membership:
+        return check_org_role(http, org_ref, *allowed, user=user, memberships=lookup)
+
+    async def async_check(http: HttpRequest, org_ref: object, lookup: AsyncLookup) -> Membership:
+        return await acheck_org_role(http, org_ref, *allowed, user=user, memberships=lookup)
+
+    return _guard(org_kwarg, memberships, sync_check, async_check)
+
+
+def require_org_permission(
+    permission: str,
+    *,
+    org_kwarg: str = "org_id",
+    user: UserCallable,
+    memberships: Lookup | AsyncLookup | None = None,
+) -> Callable[[V], V]:
+    """Run the view only for a member of the URL's org whose permissions include ``permission``.
+
+    ``permission`` is Clerk's key, ``org:<feature>:<action>`` (``org:`` may be left out, as
+    Clerk's ``has()`` allows); a malformed one raises ValueError here, at start-up. A system
+    permission (``org:sys_*``) is checked like any other. The rest is as for `require_org_role`:
+    function views, class-based views through ``method_decorator``, async views.
+    """
+    key = permission_key(permission)
+
+    def sync_check(http: HttpRequest, org_ref: object, lookup: Lookup) -> Membership:
+        return check_org_permission(http, org_ref, key, user=user, memberships=lookup)
+
+    async def async_check(http: HttpRequest, org_ref: object, lookup: AsyncLookup) -> Membership:
+        return await acheck_org_permission(http, org_ref, key, user=user, memberships=lookup)
+
+    return _guard(org_kwarg, memberships, sync_check, async_check)
+
+
+def _guard(
+    org_kwarg: str,
+    memberships: Lookup | AsyncLookup | None,
+    sync_check: Callable[[HttpRequest, object, Lookup], Membership],
+    async_check: Callable[[HttpRequest, object, AsyncLookup], Awaitable[Membership]],
+) -> Callable[[V], V]:
+    """The decorator: the check before the view, the sync or the async one as the view is; a refusal
+    is answered instead of the view."""
+
     def decorate(view: V) -> V:
         if iscoroutinefunction(view):
             alookup = cast(AsyncLookup, memberships or _default_async_lookup)
@@ -88,8 +145,7 @@ def require_org_role(
             @functools.wraps(view)
             async def checked_async(request: Any, *args: Any, **kwargs: Any) -> Any:
                 try:
-                    http = _http_request(request)
-                    await acheck_org_role(http, _url_org(kwargs, org_kwarg), *allowed, user=user, memberships=alookup)
+                    await async_check(_http_request(request), _url_org(kwargs, org_kwarg), alookup)
                 except Denied as denied:
                     return denied_response(denied)
                 return await view(request, *args, **kwargs)
@@ -105,9 +161,7 @@ def require_org_role(
             if misfit:
                 raise TypeError(f"{view!r} is a sync view: give it a sync lookup, not {lookup!r}")
             try:
-                check_org_role(
-                    _http_request(request), _url_org(kwargs, org_kwarg), *allowed, user=user, memberships=lookup
-                )
+                sync_check(_http_request(request), _url_org(kwargs, org_kwarg), lookup)
             except Denied as denied:
                 return denied_response(denied)
             return view(request, *args, **kwargs)
@@ -155,6 +209,44 @@ async def acheck_org_role(
     return membership
 
 
+def check_org_permission(
+    request: HttpRequest,
+    org_ref: object,
+    permission: str,
+    *,
+    user: UserCallable,
+    memberships: Lookup = get_cached_user_org_memberships,
+) -> Membership:
+    """`check_org_role`'s twin for a permission; raises Denied (403 ``permission_not_allowed`` for a
+    member without it), or ValueError for a malformed key."""
+    http = _http_request(request)
+    user_id = user(http)
+    if inspect.isawaitable(user_id):
+        raise TypeError("the user callable returned an awaitable: use acheck_org_permission in an async view")
+    membership = authorize_permission(_memo(http), user_id, org_ref, permission, memberships)
+    setattr(http, _MEMBERSHIP, membership)
+    return membership
+
+
+async def acheck_org_permission(
+    request: HttpRequest,
+    org_ref: object,
+    permission: str,
+    *,
+    user: UserCallable,
+    memberships: AsyncLookup | None = None,
+) -> Membership:
+    """`check_org_permission` for async views: awaits an async lookup (and ``user``, if it returns an awaitable)."""
+    http = _http_request(request)
+    user_id = user(http)
+    if inspect.isawaitable(user_id):
+        user_id = await user_id
+    lookup = memberships or _default_async_lookup
+    membership = await authorize_permission_async(_memo(http), user_id, org_ref, permission, lookup)
+    setattr(http, _MEMBERSHIP, membership)
+    return membership
+
+
 def current_membership(request: HttpRequest) -> Membership:
     """The membership the last passed check of this request resolved.
 
@@ -163,7 +255,7 @@ def current_membership(request: HttpRequest) -> Membership:
     """
     membership = getattr(_http_request(request), _MEMBERSHIP, None)
     if not isinstance(membership, Membership):
-        raise RuntimeError("no org check has passed in this request (use @require_org_role)")
+        raise RuntimeError("no org check has passed in this request (use @require_org_role or @require_org_permission)")
     return membership
 
 
@@ -202,7 +294,7 @@ def _http_request(request: object) -> HttpRequest:
 
 def _url_org(kwargs: dict[str, Any], org_kwarg: str) -> object:
     if org_kwarg not in kwargs:
-        raise LookupError(f"the URL pattern has no <{org_kwarg}> (require_org_role's org_kwarg)")
+        raise LookupError(f"the URL pattern has no <{org_kwarg}> (the org check's org_kwarg)")
     return kwargs[org_kwarg]
 
 

@@ -1,4 +1,5 @@
-"""FastAPI: ``Depends(OrgRole("org:admin", user=..., memberships=...))`` gives the route the membership.
+"""FastAPI: ``Depends(OrgRole("org:admin", user=..., memberships=...))`` gives the route the membership;
+``Depends(OrgPermission("org:invoices:create", user=..., memberships=...))`` does so for a permission.
 
 Importing this module needs FastAPI, which is not a dependency of this package
 (install it with your app; the project's dev extra has it). The rest of ``cache``
@@ -16,8 +17,8 @@ A refusal raises `OrgAccessDenied`, an ``HTTPException`` with the status
 answers it as ``{"detail": <message>}``; `add_denied_handler` makes it the project's
 ``{"error": <code>, "message": <text>}``, as the Flask adapter answers.
 
-Lookups are remembered for the request, so several dependencies and `check_org_role`
-calls in one request cost one lookup. The memo lives in the request's ASGI scope,
+Lookups are remembered for the request, so several dependencies and `check_org_role` or
+`check_org_permission` calls in one request cost one lookup. The memo lives in the request's ASGI scope,
 which the ASGI spec makes new for every HTTP request. Not in ``request.state``: that
 is ``scope["state"]``, which servers fill with a shallow copy of the lifespan's state,
 so whether it is per request depends on the server and on what the lifespan yields.
@@ -32,10 +33,25 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from cache.authz import AsyncLookup, Denied, RequestMemo, allowed_roles, authorize_async
+from cache.authz import (
+    AsyncLookup,
+    Denied,
+    RequestMemo,
+    allowed_roles,
+    authorize_async,
+    authorize_permission_async,
+    permission_key,
+)
 from cache.contract import Membership
 
-__all__ = ["OrgAccessDenied", "OrgRole", "add_denied_handler", "check_org_role"]
+__all__ = [
+    "OrgAccessDenied",
+    "OrgPermission",
+    "OrgRole",
+    "add_denied_handler",
+    "check_org_permission",
+    "check_org_role",
+]
 
 _MEMO = "clerk_org_cache.authz.memo"  # a key of the request's ASGI scope
 
@@ -65,13 +81,37 @@ def OrgRole(
     lookup = memberships or _default_lookup
 
     async def org_role(request: Request, user_id: str | None = Depends(user)) -> Membership:
-        if org_param not in request.path_params:
-            raise LookupError(f"the route has no {{{org_param}}} (OrgRole's org_param)")
         return await check_org_role(
-            request, request.path_params[org_param], *allowed, user_id=user_id, memberships=lookup
+            request, _path_org(request, org_param), *allowed, user_id=user_id, memberships=lookup
         )
 
     return org_role
+
+
+def OrgPermission(
+    permission: str,
+    *,
+    org_param: str = "org_id",
+    user: Callable[..., Any],
+    memberships: AsyncLookup | None = None,
+) -> Callable[..., Awaitable[Membership]]:
+    """A dependency: the user's membership in the path's org if its permissions include
+    ``permission``, else `OrgAccessDenied` (403 ``permission_not_allowed`` for a member without it).
+
+    ``permission`` is Clerk's key, ``org:<feature>:<action>`` (``org:`` may be left out, as
+    Clerk's ``has()`` allows); a malformed one raises ValueError here, at start-up. A system
+    permission (``org:sys_*``) is checked like any other. ``user`` and ``memberships`` are
+    as for `OrgRole`.
+    """
+    key = permission_key(permission)
+    lookup = memberships or _default_lookup
+
+    async def org_permission(request: Request, user_id: str | None = Depends(user)) -> Membership:
+        return await check_org_permission(
+            request, _path_org(request, org_param), key, user_id=user_id, memberships=lookup
+        )
+
+    return org_permission
 
 
 async def check_org_role(
@@ -80,6 +120,16 @@ async def check_org_role(
     """The same check inside a route (e.g. for a second org); raises `OrgAccessDenied`."""
     try:
         return await authorize_async(_memo(request), user_id, org_ref, roles, memberships)
+    except Denied as denied:
+        raise OrgAccessDenied(denied) from denied
+
+
+async def check_org_permission(
+    request: Request, org_ref: object, permission: str, *, user_id: str | None, memberships: AsyncLookup
+) -> Membership:
+    """`check_org_role`'s twin for a permission; raises `OrgAccessDenied`, or ValueError for a malformed key."""
+    try:
+        return await authorize_permission_async(_memo(request), user_id, org_ref, permission, memberships)
     except Denied as denied:
         raise OrgAccessDenied(denied) from denied
 
@@ -98,6 +148,12 @@ async def _default_lookup(user_id: str) -> list[Membership]:
     from cache.aio import get_cached_user_org_memberships  # needs httpx: only when no lookup was given
 
     return await get_cached_user_org_memberships(user_id)
+
+
+def _path_org(request: Request, org_param: str) -> object:
+    if org_param not in request.path_params:
+        raise LookupError(f"the route has no {{{org_param}}} (the org check's org_param)")
+    return request.path_params[org_param]
 
 
 def _memo(request: Request) -> RequestMemo:

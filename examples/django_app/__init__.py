@@ -1,14 +1,12 @@
-"""A Django project whose views are guarded by the user's role in the org the URL names, in each of
-Django's view kinds (<org>: the org's id, org_..., or its slug):
+"""A Django project whose views are guarded by the user's role, or a permission, in the org the URL
+names, in each of Django's view kinds (<org>: the org's id, org_..., or its slug):
 
-    GET /orgs/<org>/dashboard          any member   a function view (@require_org_role)
-    GET /orgs/<org>/settings           org:admin    a function view
-    GET /cbv/orgs/<org>/dashboard      any member   a class-based view (method_decorator)
-    GET /cbv/orgs/<org>/settings       org:admin    a class-based view
-    GET /async/orgs/<org>/dashboard    any member   an async view (awaits cache.aio; serve it with ASGI)
-    GET /async/orgs/<org>/settings     org:admin    an async view
-    GET /api/orgs/<org>/dashboard      any member   a DRF APIView (OrgRolePermission)
-    GET /api/orgs/<org>/settings       org:admin    a DRF APIView
+    GET /orgs/<org>/dashboard             any member            a function view (@require_org_role)
+    GET /orgs/<org>/settings              org:admin             a function view
+    GET /orgs/<org>/invoices/new          org:invoices:create   a function view (@require_org_permission)
+    GET /cbv/orgs/<org>/...               the same three        class-based views (method_decorator)
+    GET /async/orgs/<org>/...             the same three        async views (await cache.aio; serve them with ASGI)
+    GET /api/orgs/<org>/...               the same three        DRF APIViews (OrgRolePermission, OrgPermission)
 
 Run it (from the repository root) with the usual REDIS_URL, CLERK_SECRET_KEY, CLERK_API_URL, and
 CLERK_JWT_KEY (optionally CLERK_AUTHORIZED_PARTIES, PORT, DJANGO_ALLOWED_HOSTS), under gunicorn (WSGI):

@@ -1,4 +1,4 @@
-"""The views: the same two pages in each of Django's view kinds, every check made by cache.authz.
+"""The views: the same three pages in each of Django's view kinds, every check made by cache.authz.
 
 The sync checks look up in the process-wide cache (``cache.get_cached_user_org_memberships``), the
 async ones in this event loop's `cache.aio` cache; both are built from the environment. Each page acts
@@ -17,8 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cache import Membership, default_cache
-from cache.authz.django import current_membership, require_org_role
-from cache.authz.drf import OrgRolePermission
+from cache.authz.django import current_membership, require_org_permission, require_org_role
+from cache.authz.drf import OrgPermission, OrgRolePermission
 from examples.clerk_session import SessionVerifier
 
 sessions = SessionVerifier.from_env()  # CLERK_JWT_KEY, CLERK_AUTHORIZED_PARTIES, ...
@@ -31,6 +31,7 @@ def signed_in_user(request: HttpRequest) -> str | None:
 
 member = require_org_role(user=signed_in_user)
 admin = require_org_role("org:admin", user=signed_in_user)
+invoicer = require_org_permission("org:invoices:create", user=signed_in_user)
 
 
 def dashboard_of(membership: Membership) -> dict[str, Any]:
@@ -39,6 +40,10 @@ def dashboard_of(membership: Membership) -> dict[str, Any]:
 
 def settings_of(membership: Membership) -> dict[str, Any]:
     return {"org_id": membership.organization_id, "slug": membership.organization_slug}
+
+
+def new_invoice_of(membership: Membership) -> dict[str, Any]:
+    return {"org_id": membership.organization_id, "role": membership.role}
 
 
 # -- function views
@@ -52,6 +57,11 @@ def dashboard(request: HttpRequest, org_id: str) -> JsonResponse:
 @admin
 def settings(request: HttpRequest, org_id: str) -> JsonResponse:
     return JsonResponse(settings_of(current_membership(request)))
+
+
+@invoicer
+def new_invoice(request: HttpRequest, org_id: str) -> JsonResponse:
+    return JsonResponse(new_invoice_of(current_membership(request)))
 
 
 # -- class-based views: the decorator through method_decorator
@@ -69,6 +79,12 @@ class SettingsView(View):
         return JsonResponse(settings_of(current_membership(request)))
 
 
+@method_decorator(invoicer, name="dispatch")
+class NewInvoiceView(View):
+    def get(self, request: HttpRequest, org_id: str) -> JsonResponse:
+        return JsonResponse(new_invoice_of(current_membership(request)))
+
+
 # -- async views: the same decorator, which then awaits cache.aio and never blocks the loop
 
 
@@ -80,6 +96,11 @@ async def dashboard_async(request: HttpRequest, org_id: str) -> JsonResponse:
 @admin
 async def settings_async(request: HttpRequest, org_id: str) -> JsonResponse:
     return JsonResponse(settings_of(current_membership(request)))
+
+
+@invoicer
+async def new_invoice_async(request: HttpRequest, org_id: str) -> JsonResponse:
+    return JsonResponse(new_invoice_of(current_membership(request)))
 
 
 # -- Django REST framework: the permission class
@@ -97,3 +118,10 @@ class SettingsAPI(APIView):
 
     def get(self, request: Request, org_id: str) -> Response:
         return Response(settings_of(current_membership(request)))
+
+
+class NewInvoiceAPI(APIView):
+    permission_classes = (OrgPermission.with_permission("org:invoices:create", user=signed_in_user),)
+
+    def get(self, request: Request, org_id: str) -> Response:
+        return Response(new_invoice_of(current_membership(request)))
