@@ -34,7 +34,7 @@ from devstack.stack import REPO, LocalStack
 from devstack.waiting import wait_until
 from tests.door_apps import PID_HEADER
 from tests.sessions import ORIGIN, OTHER_KEY, PUBLIC_PEM, session_token
-from tests.support import CLERK_KEY, SIGNING_SECRET, stack_env, stop_process
+from tests.support import CLERK_KEY, SIGNING_SECRET, make_cache, procfile_command, stack_env, stop_process
 
 FLASK, FASTAPI = "tests.door_apps:flask_door()", "tests.door_apps:fastapi_door()"
 GUNICORN = [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", "127.0.0.1:{port}"]
@@ -354,3 +354,62 @@ def test_a_lost_permission_is_refused_on_the_very_next_request(
     assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
     role_now = "org:member" if change == "organizationMembership.updated" else who.role
     assert door.get(f"/orgs/{who.org}/dashboard", who.user) == (200, {"org": who.org_name, "role": role_now})
+
+
+def test_a_role_change_is_refused_at_the_door_for_a_thousand_holders_with_the_worker_stopped(
+    own_redis: RedisServer,
+) -> None:
+    """Its own Redis, Clerk, door and intake, and no worker anywhere: the intake's 2xx alone revokes.
+
+    1,000 users hold a custom role with org:invoices:create, are cached, and are each allowed at the door;
+    the role loses the permission and its role.updated gets 200; the very next request of
+    every holder, to the same server process, is refused."""
+    with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
+        clerk.create_permission(INVOICES_CREATE)
+        clerk.create_role("org:invoicer", "Invoicer", ["org:sys_memberships:read", INVOICES_CREATE])
+        org = clerk.create_org("Door Thousand", slug="door-thousand")["data"]["id"]
+        holders = [f"user_2holder{i:05d}" for i in range(1000)]
+        for user in holders:
+            clerk.add_membership(user, org, "org:invoicer")
+        env = {
+            **stack_env(own_redis.url, clerk),
+            "CLERK_JWT_KEY": PUBLIC_PEM,
+            "CLERK_AUTHORIZED_PARTIES": ORIGIN,
+            # the 1,000 lookups after the 2xx all read Clerk (no worker re-warms): a budget above them, or the
+            # fleet's default (under Clerk's 1,000 per 10 s) would refuse the last few with 503 instead of 403
+            "CLERK_RATE_LIMIT": "5000",
+        }
+        port = free_port()
+        argv = [part.format(port=port) for part in SERVERS["flask-gunicorn-sync"][0]]
+        server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        web = subprocess.Popen(procfile_command("web"), cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        try:
+            door = Door("flask-gunicorn-sync", f"http://127.0.0.1:{port}")
+            intake = f"http://127.0.0.1:{env['PORT']}"
+            wait_until(
+                lambda: _answers(door.url + "/up", 404) and _answers(intake + "/healthz", 200), 60, what="servers"
+            )
+            cache = make_cache(own_redis.url, clerk.url)  # cached before the change
+            for user in holders:
+                cache.get_memberships(user)
+            page = f"/orgs/{org}/invoices/new"
+            answers = [door.get(page, user) for user in holders]
+            assert answers == [(200, {"org_id": org, "role": "org:invoicer"})] * 1000, answers[0]
+
+            event = clerk.update_role("org:invoicer", permissions=["org:sys_memberships:read"])
+            assert deliver(intake, event) == PROCESSED
+
+            refused = [user for user in holders if door.get(page, user) == PERMISSION_NOT_ALLOWED]
+            assert len(refused) == 1000
+            assert len(door.pids) == 1
+            assert Redis.from_url(own_redis.url).llen("rq:queue:clerk-org-cache") == 1  # no worker ran
+        finally:
+            for process in (server, web):
+                stop_process(process)
+
+
+def _answers(url: str, status: int) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == status
+    except (requests.ConnectionError, requests.Timeout):
+        return False
