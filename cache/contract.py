@@ -72,6 +72,11 @@ def check_user_id(user_id: object) -> str:
     raise InvalidId("not a Clerk user id (expected user_ followed by letters and digits)")
 
 
+def is_org_id(value: str) -> bool:
+    """Whether ``value`` is shaped like a Clerk organization id (no exception: the door asks on every request)."""
+    return _ORG_ID.fullmatch(value) is not None
+
+
 def check_org_id(org_id: object) -> str:
     """Return ``org_id`` if it is a Clerk organization id (``org_`` + base62), else raise InvalidId."""
     if isinstance(org_id, str) and _ORG_ID.fullmatch(org_id):

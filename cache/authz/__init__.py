@@ -49,12 +49,13 @@ in one request cost one lookup.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 
-from cache.contract import Membership, check_org_id, check_permission_key, check_user_id
+from cache.contract import Membership, check_permission_key, check_user_id, is_org_id
 from cache.errors import CacheUnavailable, ClerkCacheError, ClerkError, Denied, InvalidId
 
 __all__ = [
@@ -101,7 +102,7 @@ def allowed_roles(roles: Roles) -> frozenset[str]:
 
 def role_allows(membership: Membership, roles: Roles) -> bool:
     """Whether the membership's role is one of ``roles`` (no roles: any member)."""
-    allowed = allowed_roles(roles)
+    allowed = roles if isinstance(roles, frozenset) else allowed_roles(roles)  # a frozenset: checked when built
     return not allowed or membership.role in allowed
 
 
@@ -113,6 +114,12 @@ def permission_key(permission: object) -> str:
     """
     if not isinstance(permission, str) or not permission:
         raise ValueError(f"a permission must be a non-empty string, not {permission!r}")
+    return _permission_key(permission)
+
+
+@functools.lru_cache(maxsize=256)
+def _permission_key(permission: str) -> str:
+    """Memoized: an app checks a handful of keys, on every request (a ValueError is not cached)."""
     try:
         return check_permission_key(_ORG_PREFIXES.sub("org:", permission, count=1))
     except InvalidId:
@@ -125,11 +132,7 @@ def permission_allows(membership: Membership, permission: str) -> bool:
 
 
 def _is_org_id(org_ref: str) -> bool:
-    try:
-        check_org_id(org_ref)
-    except InvalidId:
-        return False
-    return True
+    return is_org_id(org_ref)
 
 
 def check_org_ref(org_ref: object) -> str:

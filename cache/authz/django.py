@@ -51,6 +51,7 @@ from cache.authz import (
     Denied,
     Lookup,
     RequestMemo,
+    Roles,
     allowed_roles,
     authorize,
     authorize_async,
@@ -96,7 +97,7 @@ def require_org_role(
     allowed = allowed_roles(roles)
 
     def sync_check(http: HttpRequest, org_ref: object, lookup: Lookup) -> Membership:
-        return check_org_role(http, org_ref, *allowed, user=user, memberships=lookup)
+        return _check_role(http, org_ref, allowed, user, lookup)  # the frozenset: checked once, here
 
     async def async_check(http: HttpRequest, org_ref: object, lookup: AsyncLookup) -> Membership:
         return await acheck_org_role(http, org_ref, *allowed, user=user, memberships=lookup)
@@ -183,11 +184,14 @@ def check_org_role(
     Add `DeniedMiddleware` to ``MIDDLEWARE`` to answer an uncaught Denied as the
     decorator does (else Django answers it with a 500).
     """
-    http = _http_request(request)
+    return _check_role(_http_request(request), org_ref, roles, user, memberships)
+
+
+def _check_role(http: HttpRequest, org_ref: object, roles: Roles, user: UserCallable, lookup: Lookup) -> Membership:
     user_id = user(http)
     if inspect.isawaitable(user_id):
         raise TypeError("the user callable returned an awaitable: use acheck_org_role in an async view")
-    membership = authorize(_memo(http), user_id, org_ref, roles, memberships)
+    membership = authorize(_memo(http), user_id, org_ref, roles, lookup)
     setattr(http, _MEMBERSHIP, membership)
     return membership
 
