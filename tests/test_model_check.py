@@ -12,15 +12,21 @@ on the session's private Redis, with Clerk played by the stand-in's in-memory mo
 - drain jobs, split as `worker.refresher` runs them (take pending users; take leases;
   Clerk read starts / returns; fill; and the org patch: lease + stash, org read, fill and
   settle), which may die between any two steps, a later job taking over;
-- changes in Clerk (join, leave, role change, org rename, org delete, user delete), each
-  followed by its webhook at some later step or not before the end;
+- changes in Clerk (join, leave, a move to another role, org rename, org delete, user delete; a role
+  gaining or losing a permission, a permission created, renamed or deleted, a role deleted once no
+  member holds it or created again), each followed by its webhook at some later step or not before
+  the end; a membership's permissions are its role's, read live, as Clerk's are;
+- the worker's role patch (lease + stash, one read of Clerk's role list, fill and settle), as
+  `worker.refresher.Refresher.patch_roles` runs it;
 - a Redis restart without persistence (everything gone), a lease expiring.
 
 After every step: each stored value agrees, organization by organization, with some Clerk
-state no older than the last acknowledged event about it; no value outlives the Clerk read
-it carries by more than the TTL; only the documented keys live without an expiry. Every
-finished lookup agrees with Clerk as of the events acknowledged before it started. At the
-end, with every event delivered and a drain run, every value equals Clerk.
+state no older than the last acknowledged event about it (its role with the membership's events,
+its permissions with the role and permission events about the role it names, its name with the
+org's); no value outlives the Clerk read it carries by more than the TTL; only the documented keys
+live without an expiry. Every finished lookup agrees, permissions included, with Clerk as of the
+events acknowledged before it started. At the end, with every event delivered and a drain run,
+every value equals Clerk, permissions included.
 
 Size: MODEL_PROFILE=ci (default: 2,000 examples of up to 50 steps) or long (100x).
 MODEL_EXAMPLES overrides the profile's number of examples, so the long run can be split into
@@ -50,7 +56,16 @@ from redis import Redis
 
 from cache import contract
 from cache.clerk import ClerkReads
-from cache.contract import CorruptValue, Membership, decode_memberships, membership_from_clerk, with_org_details
+from cache.contract import (
+    ROLE_PATCH_TAG,
+    CorruptValue,
+    Membership,
+    decode_memberships,
+    membership_from_clerk,
+    role_permissions_from_clerk,
+    with_org_details,
+    with_role_permissions,
+)
 from cache.effects import HttpGet, HttpResponse, Program, RedisGet, RunScript, Sleep
 from cache.io import SyncIO
 from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record_program
@@ -65,7 +80,13 @@ TTL_S = 300
 MODEL_CLERK = "http://clerk.model.invalid"  # the lookups' Clerk: its requests are answered from `Model`
 LEASE_MS = 15_000
 USERS = ("user_2m0", "user_2m1", "user_2m2")
-ROLES = ("org:admin", "org:member")
+DEFAULT_ROLES = ("org:admin", "org:member")  # Clerk's own: never deleted
+CUSTOM_ROLES = {  # the instance's custom roles and the permissions they start with
+    "org:billing": ("org:sys_memberships:read", "org:invoices:read", "org:invoices:create"),
+    "org:support": ("org:sys_memberships:read", "org:tickets:read", "org:tickets:manage"),
+}
+ROLES = (*DEFAULT_ROLES, *CUSTOM_ROLES)
+MAX_CUSTOM_PERMISSIONS = 6
 NOT_EXPIRING = (
     contract.CHANGE_SEQ_KEY,
     contract.PENDING_REFRESH_KEY,
@@ -98,9 +119,10 @@ return {keys, ttls, values, expiries}
 
 SEEN: Counter[str] = Counter()  # how often the interesting steps happened (printed with -s)
 # The steps a run must have reached, at least once per 100 examples, for its verdict to mean anything: a
-# run in which no fill was ever refused, or no org patch ever stored, checked nothing about the races the
-# protocol exists for. (2,000 examples reach each 80 to 2,500 times.) "a drain fill refused" and "a patch
-# refused" are counted too, but are rare (0 to 16 in 2,000 examples), so not required.
+# run in which no fill was ever refused, or no org or role patch ever stored, checked nothing about the races
+# the protocol exists for. (2,000 examples reach each 30 to 2,500 times.) "a drain fill refused", "a patch
+# refused", "a role patch refused" and "a role patch refreshed in full" (a value naming a role Clerk deleted)
+# are counted too, but are rare (0 to 20 in 2,000 examples), so not required.
 MUST_SEE = (
     "a lookup hit",
     "a lookup waited",
@@ -108,11 +130,13 @@ MUST_SEE = (
     "a lookup's fill refused",
     "a drain fill stored",
     "a patch stored",
+    "a role patch stored",
 )
 
 Pair = tuple[str, str]
-PairState = tuple[str, str, str | None] | None  # (role, org name, org slug), or not a member
+PairState = tuple[str, str, str | None, tuple[str, ...]] | None  # (role, org name, slug, permissions), or none
 Details = tuple[str, str | None] | None  # (org name, slug), or the org is deleted
+Grants = tuple[str, ...] | None  # a role's permission keys, in Clerk's order, or the role does not exist
 
 
 def clerk_answer(memberships: list[Any] | None) -> HttpResponse:
@@ -144,9 +168,9 @@ class Job:
     leased: list[str] = field(default_factory=list)
     reads: dict[str, Any] = field(default_factory=dict)
     read_time_ms: int = 0
-    patch: tuple[str, str] | None = None  # (kind, org) being patched
+    patch: tuple[str, str] | None = None  # (kind, org) being patched; ('r', 'roles') for the role patch
     stashes: dict[str, Any] = field(default_factory=dict)
-    org_read: Any = None
+    org_read: Any = None  # the org object, or for the role patch Clerk's role list (None: not read)
 
 
 class FreshnessModel(RuleBasedStateMachine):
@@ -169,6 +193,7 @@ class FreshnessModel(RuleBasedStateMachine):
         self.version = 0
         self.roles: dict[Pair, list[tuple[int, str | None]]] = {}  # (version, role or not a member)
         self.details: dict[str, list[tuple[int, Details]]] = {}  # org -> (version, (name, slug) or deleted)
+        self.grants: dict[str, list[tuple[int, Grants]]] = {}  # role key -> (version, its permissions or deleted)
         self.outbox: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []  # event, svix id, version, scope
         self.delivered: list[tuple[dict[str, Any], str, int, tuple[str, ...]]] = []
         self.acked: list[tuple[int, int, tuple[str, ...]]] = []  # (step, version, scope)
@@ -181,25 +206,37 @@ class FreshnessModel(RuleBasedStateMachine):
 
     # -- Clerk's truth and its history --------------------------------------------------------
     #
-    # A cached pair (user, org) has two parts with their own events: the membership (is the user
+    # A cached pair (user, org) has three parts with their own events: the membership (is the user
     # a member, with which role), moved by membership events, user.deleted and organization.deleted;
-    # and the org's details (name, slug), moved by organization.updated and .deleted. An org patch
-    # legitimately joins a newer org name to a role whose own event has not arrived yet, so each part
-    # is checked against the events acknowledged about it.
+    # the org's details (name, slug), moved by organization.updated and .deleted; and the permissions,
+    # which are the role's (read live), moved by role.* and permission.* events. An org patch
+    # legitimately joins a newer org name to a role whose own event has not arrived yet, and a role
+    # patch a newer permission set to an older role, so each part is checked against the events
+    # acknowledged about it: the permissions against those about the role the value names.
 
     def pairs_now(self) -> dict[Pair, PairState]:
         now: dict[Pair, PairState] = {}
         for user in USERS:
             for m in [] if user in self.deleted_users else self.clerk.memberships_of(user):
                 org = m["organization"]
-                now[(user, org["id"])] = (m["role"], org["name"], org.get("slug"))
+                now[(user, org["id"])] = (m["role"], org["name"], org.get("slug"), tuple(m["permissions"]))
         return now
+
+    def roles_now(self) -> dict[str, tuple[str, ...]]:
+        """Each role of the instance with its permission keys: what GET /organization_roles lists."""
+        with self.clerk.lock:
+            return dict(role_permissions_from_clerk(role) for role in self.clerk.roles.list_roles())
+
+    def custom_permissions_now(self) -> list[str]:
+        with self.clerk.lock:
+            return sorted(p["key"] for p in self.clerk.roles.list_permissions() if p["type"] == "custom")
 
     def record_truth(self) -> None:
         self.version += 1
         now = self.pairs_now()
         for pair in set(now) | set(self.roles):
-            role = now[pair][0] if pair in now else None
+            state = now.get(pair)
+            role = state[0] if state is not None else None
             history = self.roles.setdefault(pair, [(0, None)])
             if history[-1][1] != role:
                 history.append((self.version, role))
@@ -212,6 +249,11 @@ class FreshnessModel(RuleBasedStateMachine):
             history_d = self.details.setdefault(org, [(0, None)])
             if history_d[-1][1] != details:
                 history_d.append((self.version, details))
+        grants = self.roles_now()
+        for key in set(self.grants) | set(grants):
+            history_g = self.grants.setdefault(key, [(0, None)])
+            if history_g[-1][1] != grants.get(key):
+                history_g.append((self.version, grants.get(key)))
 
     def sent(self, event: dict[str, Any], *scope: str) -> None:
         self.record_truth()
@@ -243,6 +285,13 @@ class FreshnessModel(RuleBasedStateMachine):
                 details = self.allowed(self.details.get(org, [(0, None)]), floor_o)
                 if (got[org].organization_name, got[org].organization_slug) not in details:
                     problems.append(f"{org} details {got[org].organization_name} not in {details} (since v{floor_o})")
+                # the permissions are the role's as of the role and permission events acknowledged: 'r:<role>'
+                # answers for that role, 'R:*' (role.deleted, permission.updated/.deleted) for every role
+                floor_g = self.floor((("role", got[org].role), ("any_role",)), before_step)
+                grants = self.allowed(self.grants.get(got[org].role, [(0, None)]), floor_g)
+                if got[org].permissions not in grants:
+                    held = got[org].permissions
+                    problems.append(f"{user} in {org} as {role}: permissions {held} not in {grants} (since v{floor_g})")
         return problems
 
     def server_ms(self) -> int:
@@ -255,21 +304,30 @@ class FreshnessModel(RuleBasedStateMachine):
     def world(self) -> None:
         for name in ("Acme", "Globex"):
             self.orgs.append(self.clerk.create_org(name)["data"]["id"])
+        for key, grants in CUSTOM_ROLES.items():  # before anything is cached: no event needed
+            for permission in grants:
+                if not permission.startswith("org:sys_"):
+                    self.clerk.create_permission(permission)
+            self.clerk.create_role(key, key.split(":")[1].title(), list(grants))
         for i, user in enumerate(USERS):
-            self.clerk.add_membership(user, self.orgs[i % 2], ROLES[i % 2])
+            self.clerk.add_membership(user, self.orgs[i % 2], ROLES[(i + 1) % len(ROLES)])
         self.record_truth()
 
     # -- Clerk changes (each sends a webhook, delivered by `deliver` at some later step) ----------
 
     @rule(
         change=st.sampled_from(
-            ["membership"] * 6 + ["org_rename", "org_rename", "org_delete", "new_org", "user_delete"]
+            ["membership"] * 6
+            + ["org_rename"] * 3
+            + ["org_delete", "new_org", "user_delete"]
+            + ["grant"] * 3
+            + ["permission_delete", "permission_create", "permission_rename", "role_delete"]
         ),
         user=st.sampled_from(USERS),
-        which=st.integers(0, 3),
-        role=st.sampled_from(ROLES),
+        which=st.integers(0, 5),
+        role=st.integers(0, 3),
     )
-    def clerk_changes(self, change: str, user: str, which: int, role: str) -> None:
+    def clerk_changes(self, change: str, user: str, which: int, role: int) -> None:
         """Something changes in Clerk; its webhook goes out (delivered by `deliver` at some later step)."""
         if change == "membership":
             self.clerk_membership_change(user, which, role)
@@ -277,13 +335,18 @@ class FreshnessModel(RuleBasedStateMachine):
             self.clerk_org_change(which, change == "org_delete")
         elif change == "new_org":
             self.clerk_new_org()
-        else:
+        elif change == "user_delete":
             self.clerk_user_deleted(user)
+        else:
+            self.clerk_role_change(change, ROLES[role % len(ROLES)], which)
 
-    def clerk_membership_change(self, user: str, which: int, role: str) -> None:
+    def clerk_membership_change(self, user: str, which: int, pick: int) -> None:
+        """Join (with any role the instance has), move to another role, or leave."""
         if user in self.deleted_users or not self.orgs:
             return
         org = self.orgs[which % len(self.orgs)]
+        roles = sorted(self.roles_now())
+        role = roles[pick % len(roles)]
         current = {m["organization"]["id"]: m["role"] for m in self.clerk.memberships_of(user)}
         if org not in current:
             event = self.clerk.add_membership(user, org, role)
@@ -313,6 +376,34 @@ class FreshnessModel(RuleBasedStateMachine):
             event = self.clerk.delete_user(user)
             self.deleted_users.add(user)
             self.sent(event, "user", user)
+
+    def clerk_role_change(self, change: str, role: str, which: int) -> None:
+        """A role or permission changes in Clerk: every holder's permissions change at once, and the
+        event names no holder (role.updated names the role, role.deleted and permission.* an id only)."""
+        grants = self.roles_now()
+        custom = self.custom_permissions_now()
+        picked = custom[which % len(custom)] if custom else None
+        if role not in grants:  # deleted: created again (the membership rule can then hand it out)
+            if change == "role_delete":
+                SEEN["a role created again"] += 1
+                self.sent(self.clerk.create_role(role, role.split(":")[1].title(), custom[:2]), "role", role)
+        elif change == "grant" and picked is not None:  # the role gains or loses a custom permission
+            now = [p for p in grants[role] if p != picked] if picked in grants[role] else [*grants[role], picked]
+            self.sent(self.clerk.update_role(role, permissions=now), "role", role)
+        elif change == "permission_delete" and picked is not None:  # every role loses it
+            SEEN["a permission deleted"] += 1
+            self.sent(self.clerk.delete_permission(picked), "any_role")
+        elif change == "permission_create" and len(custom) < MAX_CUSTOM_PERMISSIONS:  # in no role yet
+            self.sent(self.clerk.create_permission(f"org:feature{self.version}:use"), "no_role")
+        elif change == "permission_rename" and picked is not None:  # a new key, in every role that has it
+            new_key = f"{picked.rsplit('_v', 1)[0]}_v{self.version}"
+            self.sent(self.clerk.update_permission(picked, new_key=new_key), "any_role")
+        elif change == "role_delete" and role in CUSTOM_ROLES:  # its holders are moved off first (Clerk's rule)
+            for (user, org), state in self.pairs_now().items():
+                if state is not None and state[0] == role:
+                    self.sent(self.clerk.update_membership(user, org, "org:member"), "pair", user, org)
+            SEEN["a role deleted"] += 1
+            self.sent(self.clerk.delete_role(role), "any_role")
 
     # -- the intake -------------------------------------------------------------------------------
 
@@ -465,13 +556,22 @@ class FreshnessModel(RuleBasedStateMachine):
         elif job.stage == "patch_org_read":
             assert job.patch is not None
             kind, org = job.patch
-            try:
-                job.org_read = None if kind == "x" else self.clerk.org(org)
-            except StandInError:
-                job.org_read = None  # deleted since: dropped, as organization.deleted will
+            if kind == "r":  # one read of Clerk's role list, as it is now, if any leased holder has a stash
+                has_stash = any(job.stashes[u] is not None for u in job.leased)
+                with self.clerk.lock:
+                    job.org_read = self.clerk.roles.list_roles() if has_stash else None
+            else:
+                try:
+                    job.org_read = None if kind == "x" else self.clerk.org(org)
+                except StandInError:
+                    job.org_read = None  # deleted since: dropped, as organization.deleted will
             job.stage = "patch_fill"
         elif job.stage == "patch_fill":
-            self.patch_fill(job)
+            assert job.patch is not None
+            if job.patch[0] == "r":
+                self.role_patch_fill(job)
+            else:
+                self.patch_fill(job)
             job.stage = "take"
 
     def patch_fill(self, job: Job) -> None:
@@ -503,6 +603,36 @@ class FreshnessModel(RuleBasedStateMachine):
             if user not in filled:
                 self.store.release(user, job.tokens[user])
         self.store.finish_patch(org, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
+
+    def role_patch_fill(self, job: Job) -> None:
+        """What `Refresher.patch_roles` does once the role list is read: patch, fill, settle."""
+        roles = dict(role_permissions_from_clerk(role) for role in job.org_read or [])
+        actions = dict.fromkeys(job.users, PatchAction.DONE)
+        fills: list[Fill] = []
+        for user in job.leased:
+            stash = job.stashes[user]
+            if stash is None:
+                continue
+            try:
+                if stash.org_id != ROLE_PATCH_TAG:
+                    raise CorruptValue("stashed for an org patch")
+                patched = with_role_permissions(decode_memberships(stash.value), roles)
+            except CorruptValue:
+                actions[user] = PatchAction.REFRESH
+                SEEN["a role patch refreshed in full"] += 1
+                continue
+            f = fill_for(user, job.tokens[user], patched)
+            fills.append(replace(f, expire_at_ms=stash.expire_at_ms))
+        for fill, stored in zip(fills, self.store.fill_many(fills, TTL_S), strict=True):
+            actions[fill.user_id] = PatchAction.DONE if stored else PatchAction.RETRY
+            SEEN["a role patch stored" if stored else "a role patch refused"] += 1
+            if stored and fill.user_id in self.stash_provenance:
+                self.provenance[fill.user_id] = self.stash_provenance[fill.user_id]
+        filled = {f.user_id for f in fills}
+        for user in job.leased:
+            if user not in filled:
+                self.store.release(user, job.tokens[user])
+        self.store.finish_patch(ROLE_PATCH_TAG, [PatchOutcome(u, job.stashes[u], actions[u]) for u in job.users])
 
     # -- faults -----------------------------------------------------------------------------------
 
@@ -569,7 +699,7 @@ class FreshnessModel(RuleBasedStateMachine):
             if raw is None:
                 continue
             got = {
-                (user, m.organization_id): (m.role, m.organization_name, m.organization_slug)
+                (user, m.organization_id): (m.role, m.organization_name, m.organization_slug, m.permissions)
                 for m in decode_memberships(raw)
             }
             want = {pair: state for pair, state in truth.items() if pair[0] == user}
