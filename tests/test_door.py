@@ -356,14 +356,16 @@ def test_a_lost_permission_is_refused_on_the_very_next_request(
     assert door.get(f"/orgs/{who.org}/dashboard", who.user) == (200, {"org": who.org_name, "role": role_now})
 
 
+@pytest.mark.parametrize("change", ["role.updated", "permission.deleted"])
 def test_a_role_change_is_refused_at_the_door_for_a_thousand_holders_with_the_worker_stopped(
-    own_redis: RedisServer,
+    own_redis: RedisServer, change: str
 ) -> None:
     """Its own Redis, Clerk, door and intake, and no worker anywhere: the intake's 2xx alone revokes.
 
     1,000 users hold a custom role with org:invoices:create, are cached, and are each allowed at the door;
-    the role loses the permission and its role.updated gets 200; the very next request of
-    every holder, to the same server process, is refused."""
+    the role loses the permission (role.updated) or the permission is deleted (permission.deleted, which
+    names only its id), and the event gets 200; the very next request of every holder, to the same server
+    process, is refused."""
     with ClerkStandIn(secret_key=CLERK_KEY) as clerk:
         clerk.create_permission(INVOICES_CREATE)
         clerk.create_role("org:invoicer", "Invoicer", ["org:sys_memberships:read", INVOICES_CREATE])
@@ -396,7 +398,11 @@ def test_a_role_change_is_refused_at_the_door_for_a_thousand_holders_with_the_wo
             answers = [door.get(page, user) for user in holders]
             assert answers == [(200, {"org_id": org, "role": "org:invoicer"})] * 1000, answers[0]
 
-            event = clerk.update_role("org:invoicer", permissions=["org:sys_memberships:read"])
+            if change == "role.updated":
+                event = clerk.update_role("org:invoicer", permissions=["org:sys_memberships:read"])
+            else:
+                event = clerk.delete_permission(INVOICES_CREATE)
+            assert event["type"] == change
             assert deliver(intake, event) == PROCESSED
 
             refused = [user for user in holders if door.get(page, user) == PERMISSION_NOT_ALLOWED]
@@ -406,6 +412,27 @@ def test_a_role_change_is_refused_at_the_door_for_a_thousand_holders_with_the_wo
         finally:
             for process in (server, web):
                 stop_process(process)
+
+
+def test_a_role_deleted_after_its_holder_was_moved_off_leaves_the_door_refusing(
+    same_process: Door, intake: str, door_clerk: ClerkStandIn, invoicer: Invoicer
+) -> None:
+    """Clerk deletes a role only once no member holds it: the holder is moved off first (its own event),
+    then role.deleted, naming only the role's id, is delivered, and so is the move's event again, late."""
+    door, who = same_process, invoicer
+    new_invoice = f"/orgs/{who.org}/invoices/new"
+    assert door.get(new_invoice, who.user) == (200, {"org_id": who.org, "role": who.role})
+    moved = door_clerk.update_membership(who.user, who.org, "org:member")
+    assert deliver(intake, moved) == PROCESSED
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
+
+    deleted = door_clerk.delete_role(who.role)
+    assert deleted["type"] == "role.deleted" and set(deleted["data"]) == {"object", "id", "slug", "deleted"}
+    assert deliver(intake, deleted) == PROCESSED
+    assert deliver(intake, moved) == PROCESSED  # a second delivery (a new message id): a re-read, not a delta
+
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
+    assert door.get(f"/orgs/{who.org}/dashboard", who.user) == (200, {"org": who.org_name, "role": "org:member"})
 
 
 def _answers(url: str, status: int) -> bool:
