@@ -8,10 +8,10 @@ write. Lookups live in `cache.membership_cache`; this module is what only the wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -36,6 +36,8 @@ from cache.membership_cache import fetch_memberships, fill_for
 from cache.metrics import FILLS
 from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, new_token
 from worker.store import RefreshStore
+
+T = TypeVar("T")
 
 
 class Refresher:
@@ -86,27 +88,61 @@ class Refresher:
     def patch_org(self, org_id: str, deleted: bool, user_ids: Sequence[str]) -> list[PatchOutcome]:
         """Rebuild values an org event stashed, from one Clerk read of the org (none for a deletion).
 
-        Leases are taken first, then Clerk is read, so any change after that voids the fill.
-        A patched value keeps its stash's absolute expiry: patching never extends how long
-        memberships go unread, however slow the org read. Each lease is taken in the same step
-        as the stash is read, so a later org event's newer stash is never settled unpatched.
         Returns, per user, the stash read and what to do with the user next (`RefreshStore.finish_patch`).
         """
         check_org_id(org_id)
+
+        def read_org() -> Any:
+            if deleted:
+                return None
+            try:
+                return self.clerk.get_organization(org_id)
+            except ClerkNotFound:
+                return None  # deleted since: drop it, as organization.deleted will
+
+        return self._patch(
+            org_id, user_ids, read_org, lambda memberships, org: with_org_details(memberships, org_id, org)
+        )
+
+    def patch_roles(self, user_ids: Sequence[str]) -> list[PatchOutcome]:
+        """Rebuild values a role or permission event stashed, from one read of Clerk's role list.
+
+        Every membership's permissions become its role's; a user holding a role the list lacks
+        (deleted, or a legacy key) is re-read in full instead. fill.lua refuses the fills if a role
+        event came after the leases (clerk-org-cache:roles-changed).
+        """
+
+        def read_roles() -> dict[str, tuple[str, ...]]:
+            return dict(role_permissions_from_clerk(role) for role in self.clerk.list_roles())
+
+        return self._patch(ROLE_PATCH_TAG, user_ids, read_roles, with_role_permissions)
+
+    def _patch(
+        self,
+        tag: str,
+        user_ids: Sequence[str],
+        read: Callable[[], T],
+        rebuild: Callable[[list[Membership], T], list[Membership]],
+    ) -> list[PatchOutcome]:
+        """The patch pass both kinds share: leases, one Clerk ``read``, each stash ``rebuild`` and filled back.
+
+        Leases are taken first, then Clerk is read, so any change after that voids the fill. Each
+        lease is taken in the same step as the stash is read, so a later event's newer stash is
+        never settled unpatched. A patched value keeps its stash's absolute expiry: patching never
+        extends how long memberships go unread, however slow the read. A stash of another tag, a
+        value ``rebuild`` refuses (CorruptValue) or a failed read sends the user to a full re-read.
+        """
         tokens = {check_user_id(u): new_token() for u in user_ids}
         acquired = self.store.acquire_patch_many(list(tokens.items()), self.lease_ms)
         stashes = {u: stash for u, (_, stash) in zip(tokens, acquired, strict=True)}
         leased = [u for u, (state, _) in zip(tokens, acquired, strict=True) if state is Acquired.LEASE]
         actions = dict.fromkeys(user_ids, PatchAction.DONE)  # not leased: a fresh value is already there
-        organization: Any = None
         fills: list[Fill] = []
         try:
-            if leased and not deleted:
+            if any(stashes[u] is not None for u in leased):
                 try:
-                    organization = self.clerk.get_organization(org_id)
-                except ClerkNotFound:
-                    organization = None  # deleted since: drop it, as organization.deleted will
-                except ClerkError:
+                    clerk_state = read()
+                except (ClerkError, CorruptValue):
                     for user_id in leased:
                         actions[user_id] = PatchAction.REFRESH
                     leased = []
@@ -115,9 +151,9 @@ class Refresher:
                 if stash is None:  # dropped by a later change (which queued what it needed) or expired
                     continue
                 try:
-                    if stash.org_id != org_id:
-                        raise CorruptValue("stashed for another org")
-                    patched = with_org_details(decode_memberships(stash.value), org_id, organization)
+                    if stash.org_id != tag:
+                        raise CorruptValue("stashed for another patch")
+                    patched = rebuild(decode_memberships(stash.value), clerk_state)
                 except CorruptValue:
                     actions[user_id] = PatchAction.REFRESH
                     continue
@@ -125,48 +161,6 @@ class Refresher:
                 fills.append(replace(fill, expire_at_ms=stash.expire_at_ms))
             for user_id, stored in self._fill_all(fills).items():
                 # refused: an event came in since the leases were taken; patch again
-                actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
-        finally:
-            self._release_unfilled(tokens, leased, fills)
-        return [PatchOutcome(u, stashes[u], actions[u]) for u in tokens]
-
-    def patch_roles(self, user_ids: Sequence[str]) -> list[PatchOutcome]:
-        """Rebuild values a role or permission event stashed, from one read of Clerk's role list.
-
-        As `patch_org`: leases first (with the stash read in the same step), then the read, so a
-        role event after the leases voids the fills (fill.lua checks clerk-org-cache:roles-changed).
-        Every membership's permissions become its role's; a user holding a role the list lacks
-        (deleted, or a legacy key) is re-read in full instead.
-        """
-        tokens = {check_user_id(u): new_token() for u in user_ids}
-        acquired = self.store.acquire_patch_many(list(tokens.items()), self.lease_ms)
-        stashes = {u: stash for u, (_, stash) in zip(tokens, acquired, strict=True)}
-        leased = [u for u, (state, _) in zip(tokens, acquired, strict=True) if state is Acquired.LEASE]
-        actions = dict.fromkeys(user_ids, PatchAction.DONE)
-        fills: list[Fill] = []
-        try:
-            roles: dict[str, tuple[str, ...]] = {}
-            if any(stashes[u] is not None for u in leased):
-                try:
-                    roles = dict(role_permissions_from_clerk(role) for role in self.clerk.list_roles())
-                except (ClerkError, CorruptValue):
-                    for user_id in leased:
-                        actions[user_id] = PatchAction.REFRESH
-                    leased = []
-            for user_id in leased:
-                stash = stashes[user_id]
-                if stash is None:
-                    continue
-                try:
-                    if stash.org_id != ROLE_PATCH_TAG:
-                        raise CorruptValue("stashed for an org patch")
-                    patched = with_role_permissions(decode_memberships(stash.value), roles)
-                except CorruptValue:
-                    actions[user_id] = PatchAction.REFRESH
-                    continue
-                fill = fill_for(user_id, tokens[user_id], patched)
-                fills.append(replace(fill, expire_at_ms=stash.expire_at_ms))
-            for user_id, stored in self._fill_all(fills).items():
                 actions[user_id] = PatchAction.DONE if stored else PatchAction.RETRY
         finally:
             self._release_unfilled(tokens, leased, fills)
