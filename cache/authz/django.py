@@ -188,10 +188,24 @@ def check_org_role(
 
 
 def _check_role(http: HttpRequest, org_ref: object, roles: Roles, user: UserCallable, lookup: Lookup) -> Membership:
+    user_id = _sync_user(http, user, "acheck_org_role")
+    return _resolved(http, authorize(_memo(http), user_id, org_ref, roles, lookup))
+
+
+def _sync_user(http: HttpRequest, user: UserCallable, instead: str) -> object:
     user_id = user(http)
     if inspect.isawaitable(user_id):
-        raise TypeError("the user callable returned an awaitable: use acheck_org_role in an async view")
-    membership = authorize(_memo(http), user_id, org_ref, roles, lookup)
+        raise TypeError(f"the user callable returned an awaitable: use {instead} in an async view")
+    return user_id
+
+
+async def _async_user(http: HttpRequest, user: UserCallable) -> object:
+    user_id = user(http)
+    return await user_id if inspect.isawaitable(user_id) else user_id
+
+
+def _resolved(http: HttpRequest, membership: Membership) -> Membership:
+    """The check passed: the membership is the request's, for `current_membership`."""
     setattr(http, _MEMBERSHIP, membership)
     return membership
 
@@ -205,12 +219,10 @@ async def acheck_org_role(
 ) -> Membership:
     """`check_org_role` for async views: awaits an async lookup (and ``user``, if it returns an awaitable)."""
     http = _http_request(request)
-    user_id = user(http)
-    if inspect.isawaitable(user_id):
-        user_id = await user_id
-    membership = await authorize_async(_memo(http), user_id, org_ref, roles, memberships or _default_async_lookup)
-    setattr(http, _MEMBERSHIP, membership)
-    return membership
+    user_id = await _async_user(http, user)
+    return _resolved(
+        http, await authorize_async(_memo(http), user_id, org_ref, roles, memberships or _default_async_lookup)
+    )
 
 
 def check_org_permission(
@@ -224,12 +236,8 @@ def check_org_permission(
     """`check_org_role`'s twin for a permission; raises Denied (403 ``permission_not_allowed`` for a
     member without it), or ValueError for a malformed key."""
     http = _http_request(request)
-    user_id = user(http)
-    if inspect.isawaitable(user_id):
-        raise TypeError("the user callable returned an awaitable: use acheck_org_permission in an async view")
-    membership = authorize_permission(_memo(http), user_id, org_ref, permission, memberships)
-    setattr(http, _MEMBERSHIP, membership)
-    return membership
+    user_id = _sync_user(http, user, "acheck_org_permission")
+    return _resolved(http, authorize_permission(_memo(http), user_id, org_ref, permission, memberships))
 
 
 async def acheck_org_permission(
@@ -242,13 +250,9 @@ async def acheck_org_permission(
 ) -> Membership:
     """`check_org_permission` for async views: awaits an async lookup (and ``user``, if it returns an awaitable)."""
     http = _http_request(request)
-    user_id = user(http)
-    if inspect.isawaitable(user_id):
-        user_id = await user_id
+    user_id = await _async_user(http, user)
     lookup = memberships or _default_async_lookup
-    membership = await authorize_permission_async(_memo(http), user_id, org_ref, permission, lookup)
-    setattr(http, _MEMBERSHIP, membership)
-    return membership
+    return _resolved(http, await authorize_permission_async(_memo(http), user_id, org_ref, permission, lookup))
 
 
 def current_membership(request: HttpRequest) -> Membership:
