@@ -65,11 +65,17 @@ _PERMISSION_KEY = re.compile(r"org:[a-z0-9_]{1,64}:[a-z0-9_]{1,64}")
 _PERMISSION_ID = re.compile(r"perm_[A-Za-z0-9]{1,64}")
 
 
+def _checked(value: object, pattern: re.Pattern[str], what: str) -> str:
+    """``value`` if it is a string ``pattern`` matches whole, else InvalidId saying what was expected
+    (every id or key that reaches a Redis key name or a script passes one of these)."""
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    raise InvalidId(f"not a {what}")
+
+
 def check_user_id(user_id: object) -> str:
     """Return ``user_id`` if it is a Clerk user id (``user_`` + base62), else raise InvalidId."""
-    if isinstance(user_id, str) and _USER_ID.fullmatch(user_id):
-        return user_id
-    raise InvalidId("not a Clerk user id (expected user_ followed by letters and digits)")
+    return _checked(user_id, _USER_ID, "Clerk user id (expected user_ followed by letters and digits)")
 
 
 def is_org_id(value: str) -> bool:
@@ -79,41 +85,29 @@ def is_org_id(value: str) -> bool:
 
 def check_org_id(org_id: object) -> str:
     """Return ``org_id`` if it is a Clerk organization id (``org_`` + base62), else raise InvalidId."""
-    if isinstance(org_id, str) and _ORG_ID.fullmatch(org_id):
-        return org_id
-    raise InvalidId("not a Clerk organization id (expected org_ followed by letters and digits)")
+    return _checked(org_id, _ORG_ID, "Clerk organization id (expected org_ followed by letters and digits)")
 
 
 def check_svix_id(svix_id: object) -> str:
     """Return the delivery id if it is safe to embed in a key, else raise InvalidId."""
-    if isinstance(svix_id, str) and _SVIX_ID.fullmatch(svix_id):
-        return svix_id
-    raise InvalidId("not a Svix message id")
+    return _checked(svix_id, _SVIX_ID, "Svix message id")
 
 
 def check_role_key(key: object) -> str:
     """Return ``key`` if it is a Clerk role key (``org:`` + lowercase letters, digits, underscores), else raise."""
-    if isinstance(key, str) and _ROLE_KEY.fullmatch(key):
-        return key
-    raise InvalidId("not a Clerk role key (expected org: followed by lowercase letters, digits or _)")
+    return _checked(key, _ROLE_KEY, "Clerk role key (expected org: followed by lowercase letters, digits or _)")
 
 
 def check_role_id(role_id: object) -> str:
-    if isinstance(role_id, str) and _ROLE_ID.fullmatch(role_id):
-        return role_id
-    raise InvalidId("not a Clerk role id (expected role_ followed by letters and digits)")
+    return _checked(role_id, _ROLE_ID, "Clerk role id (expected role_ followed by letters and digits)")
 
 
 def check_permission_key(key: object) -> str:
-    if isinstance(key, str) and _PERMISSION_KEY.fullmatch(key):
-        return key
-    raise InvalidId("not a Clerk permission key (expected org:<feature>:<action>)")
+    return _checked(key, _PERMISSION_KEY, "Clerk permission key (expected org:<feature>:<action>)")
 
 
 def check_permission_id(permission_id: object) -> str:
-    if isinstance(permission_id, str) and _PERMISSION_ID.fullmatch(permission_id):
-        return permission_id
-    raise InvalidId("not a Clerk permission id (expected perm_ followed by letters and digits)")
+    return _checked(permission_id, _PERMISSION_ID, "Clerk permission id (expected perm_ and letters or digits)")
 
 
 def user_orgs_key(user_id: str) -> str:
