@@ -286,12 +286,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     _v("WORKER_METRICS_PORT", "worker_metrics_port", _int_in(1, 65_535), "worker", "the worker's metrics port"),
     _v("WORKER_SWEEP_SECONDS", "worker_sweep_seconds", _seconds_in(0.1, 3600), "worker", "maintenance interval"),
-    _v("NEAR_CACHE_SIZE", "near_cache_size", _int_in(0, 10_000_000), "library", "users kept in-process (0: off)"),
+    _v("NEAR_CACHE_SIZE", "near_cache_size", _int_in(0, 10_000_000), "library cli", "users kept in-process (0: off)"),
     _v(
         "NEAR_CACHE_LEASE_MS",
         "near_cache_lease_ms",
         _int_in(MIN_NEAR_CACHE_LEASE_MS, MAX_NEAR_CACHE_LEASE_MS),
-        "library",
+        "library cli",  # the CLI checks the settings app processes run with
         "the near-cache's registration lease",
     ),
     _v("LOG_FORMAT", "log_format", _choice("json", "text"), "web worker", "json or text"),

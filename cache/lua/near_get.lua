@@ -5,6 +5,8 @@
 --
 -- KEYS[1]  user-orgs:<userId>
 --
+-- ARGV[1]  none: the script takes no arguments
+--
 -- Reply: {value, pttl}: the value (nil when there is none) and its PTTL in ms (-2 none, -1 no expiry)
 
 local value = redis.call('GET', KEYS[1])
