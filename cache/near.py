@@ -123,7 +123,7 @@ class NearCache:
 
     ``target`` is the Redis the caches use (its control-plane clients are its own, built by
     `cache.connections.near_redis`); ``durable`` the `ReplicaWait` of the intake's records.
-    Threads start on first use, and again in a forked child (whose tier starts empty).
+    Its threads start here, and again on first use in a forked child (whose tier starts empty).
     """
 
     def __init__(
@@ -159,6 +159,7 @@ class NearCache:
         self._control: Redis | None = None
         self._subscriber: Redis | None = None
         _INSTANCES.add(self)
+        self._ensure_started()  # register now, so the first lookups need not go to Redis for long
 
     # -- the lookup's side: no I/O ---------------------------------------------------------------
 
