@@ -25,6 +25,9 @@ machine, against the same private redis-server and Clerk stand-in:
 14. roles       role.updated for a role 1,000 cached users hold -> time until every value carries the new
                 permissions, and Clerk calls; a hit on a value with 8 permissions per org vs the same
                 lookup of a value with none (bench/role_patch.py)
+15. near        the near-cache: a local hit (sync, async) vs a bare dict lookup and vs today's Redis hit;
+                Redis commands per 1,000 local hits; intake p50/p99 with 0, 1, 4 and 16 registered app
+                processes (bench/near.py)
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import redis as redis_py
 import requests
 from redis import Redis
 
-from bench import async_api, django_authz, role_patch
+from bench import async_api, django_authz, near, role_patch
 from bench.async_api import async_lines
 from bench.clerk_budget import budget_line, budget_under_storms
 from bench.loadgen import fire, raw_request
@@ -396,6 +399,8 @@ def run(quick: bool) -> dict[str, Any]:
         ("django_check", bench.django_check),
         ("role_updated", bench.role_updated),
         ("hit_permissions", bench.hit_permissions),
+        ("near_hit", lambda: (bench.reset(), near.near_hits(bench.redis_server.url, bench.clerk, quick))[1]),
+        ("near_intake", lambda: (bench.reset(), near.intake_with_near(bench.redis_server.url, bench.clerk, quick))[1]),
     ]
     try:
         for name, step in steps:
@@ -462,6 +467,7 @@ def table(r: dict[str, Any]) -> str:
     lines += async_lines(r)
     lines += django_authz.django_lines(r)
     lines += role_patch.role_lines(r)
+    lines += near.near_lines(r)
     return "\n".join(lines)
 
 
