@@ -360,6 +360,16 @@ class Bench:
             async_api.loop_lag(self.redis_server.url, self.clerk.url, users, per_second=200.0, sync_cache=self.cache())
         )
 
+    # -- 15. near ---------------------------------------------------------------------
+
+    def near_hit(self) -> dict[str, Any]:
+        self.reset()
+        return near.near_hits(self.redis_server.url, self.clerk, self.quick)
+
+    def near_intake(self) -> dict[str, Any]:
+        self.reset()
+        return near.intake_with_near(self.redis_server.url, self.clerk, self.quick)
+
 
 def run(quick: bool) -> dict[str, Any]:
     (REPO / ".devstack").mkdir(exist_ok=True)
@@ -399,8 +409,8 @@ def run(quick: bool) -> dict[str, Any]:
         ("django_check", bench.django_check),
         ("role_updated", bench.role_updated),
         ("hit_permissions", bench.hit_permissions),
-        ("near_hit", lambda: (bench.reset(), near.near_hits(bench.redis_server.url, bench.clerk, quick))[1]),
-        ("near_intake", lambda: (bench.reset(), near.intake_with_near(bench.redis_server.url, bench.clerk, quick))[1]),
+        ("near_hit", bench.near_hit),
+        ("near_intake", bench.near_intake),
     ]
     try:
         for name, step in steps:
