@@ -59,6 +59,7 @@ QUEUE_NAME = "clerk-org-cache"
 NEAR_CACHES_KEY = "clerk-org-cache:near-caches"  # sorted set: near-cache id -> lease end (Unix ms, Redis's clock)
 NEAR_SEQ_KEY = "clerk-org-cache:near-seq"  # hash: id -> invalidations published to it so far
 NEAR_LEASE_MS_KEY = "clerk-org-cache:near-lease-ms"  # hash: id -> its lease length in ms
+NEAR_BORN_KEY = "clerk-org-cache:near-born"  # when the first registration of this data set was written (Unix ms)
 NEAR_INVAL_PREFIX = "clerk-org-cache:near-inval:"  # pub/sub channel of one near-cache id
 NEAR_ACK_PREFIX = "clerk-org-cache:near-acks:"  # list: the ids that acknowledged one invalidation
 

@@ -101,6 +101,7 @@ class _Incarnation:
     id: str
     pubsub: PubSub
     handled: int = 0
+    registered: bool = False  # its registration succeeded (so a later one must drop it from the registry)
 
 
 @dataclass
@@ -285,7 +286,8 @@ class NearCache:
         self._epoch += 1
         self._pending = None
         if self._incarnation is not None:
-            self._previous_id = self._incarnation.id
+            if self._incarnation.registered:  # else the id to drop is still the one before it
+                self._previous_id = self._incarnation.id
             self._incarnation = None
             self.stats.drops[reason] = self.stats.drops.get(reason, 0) + 1
             NEAR_DROPS.labels(reason).inc()
@@ -342,6 +344,7 @@ class NearCache:
             if self._incarnation is not incarnation:
                 return False
             self._previous_id = None
+            incarnation.registered = True
             self._epoch += 1  # no read sent before this registration may be kept: it was not listed yet
             self._generation += 1
             self._valid_until = sent_at + self.lease_ms / 1000 - self.margin_s
@@ -370,6 +373,7 @@ class NearCache:
             valid_until = sent_at + self.lease_ms / 1000 - self.margin_s
             if incarnation.handled >= count:
                 self._extend(valid_until, sent_at)
+                self._pending = None
             else:  # invalidations published before the renewal ran are still on their way here
                 self._pending = (count, valid_until, sent_at)
             self.stats.renewals += 1

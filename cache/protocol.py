@@ -37,8 +37,9 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from cache import contract
+from cache.config import MAX_NEAR_CACHE_LEASE_MS
 from cache.durability import ReplicaWait
-from cache.effects import Program, RedisCommand, RedisPipeline, RunScript
+from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +375,11 @@ def near_margin_s(lease_ms: int) -> float:
     return max(lease_ms / 20, 25.0) / 1000
 
 
+_NEAR_KEYS = (contract.NEAR_CACHES_KEY, contract.NEAR_SEQ_KEY, contract.NEAR_LEASE_MS_KEY, contract.NEAR_BORN_KEY)
+
+
 def near_register_call(near_id: str, lease_ms: int, previous_id: str | None = None, *, renew: bool) -> RunScript:
-    keys = (contract.NEAR_CACHES_KEY, contract.NEAR_SEQ_KEY, contract.NEAR_LEASE_MS_KEY)
+    keys = _NEAR_KEYS
     mode = "renew" if renew else "new"
     return RunScript("near_register", keys, (near_id, lease_ms, mode, previous_id or ""))
 
@@ -427,7 +431,7 @@ def near_payload(targets: Sequence[Target]) -> str:
 
 
 def near_publish_call(token: str, payload: str) -> RunScript:
-    keys = (contract.NEAR_CACHES_KEY, contract.NEAR_SEQ_KEY, contract.NEAR_LEASE_MS_KEY)
+    keys = _NEAR_KEYS
     args = (contract.NEAR_INVAL_PREFIX, token, NEAR_LISTING_GRACE_MS, NEAR_FORGET_MS, payload)
     return RunScript("near_publish", keys, args)
 
@@ -443,7 +447,31 @@ class NearOutcome:
     lapse_wait_s: float  # how long the wait ran on for processes that never acknowledged (0 if none)
 
 
-def near_invalidate_program(targets: Sequence[Target], *, block_s: float = 1.0) -> Program[NearOutcome]:
+class NearRegistry:
+    """What one revoker (an intake worker, a cache's `invalidate`) saw of the registry, across its calls.
+
+    If Redis loses its data (a restart without persistence, a FLUSHALL, a failover to a replica without
+    the registrations) while app processes run, the registry is empty but they may still serve under
+    leases it no longer lists. The first registration of a data set stamps ``near-born``; a revoker that
+    saw one stamp and then another, or none, waits out the longest lease before it answers.
+    """
+
+    def __init__(self) -> None:
+        self.born: int | None = None
+        self.primed = False
+
+    def prime_program(self) -> Program[None]:
+        """Read the stamp once before this revoker's first invalidation, so that it already knows it then."""
+        if not self.primed:
+            raw = yield RedisCommand(("GET", contract.NEAR_BORN_KEY))
+            self.primed = True
+            if raw is not None and self.born is None:
+                self.born = int(raw)
+
+
+def near_invalidate_program(
+    targets: Sequence[Target], *, block_s: float = 1.0, registry: NearRegistry | None = None
+) -> Program[NearOutcome]:
     """Send ``targets``' invalidation to every registered near-cache and wait until each has acknowledged
     it, or until its lease has run out by this clock plus the margin. Only then may the caller answer.
 
@@ -452,11 +480,18 @@ def near_invalidate_program(targets: Sequence[Target], *, block_s: float = 1.0) 
     """
     if not targets:
         return NearOutcome(0, 0, 0, (), 0.0)
+    if registry is not None:
+        yield from registry.prime_program()
     token = new_token()
     reply = yield near_publish_call(token, near_payload(targets))
     received = time.monotonic()  # after the publish ran: every listed lease was renewed before this
-    _, flat = reply
+    _, flat, born = reply[0], reply[1], int(reply[2])
     deadlines: dict[str, float] = {}
+    if registry is not None:
+        if registry.born is not None and born != registry.born:  # the registrations it listed are gone
+            yield from _sleep_until(received + MAX_NEAR_CACHE_LEASE_MS / 1000 + near_margin_s(MAX_NEAR_CACHE_LEASE_MS))
+            received = time.monotonic()
+        registry.born = born if born >= 0 else None
     for i in range(0, len(flat), 3):
         lease_ms = int(flat[i + 1])
         deadlines[_text(flat[i])] = received + lease_ms / 1000 + near_margin_s(lease_ms)
@@ -481,4 +516,11 @@ def near_invalidate_program(targets: Sequence[Target], *, block_s: float = 1.0) 
                 acks.append(last_ack - received)
     lapsed = listed - len(acks)
     yield RedisCommand(("DEL", key))
+    if lapsed:
+        log.warning("%d near-cache(s) did not acknowledge an invalidation; their leases were waited out", lapsed)
     return NearOutcome(listed, len(acks), lapsed, tuple(acks), time.monotonic() - last_ack if lapsed else 0.0)
+
+
+def _sleep_until(deadline: float) -> Program[None]:
+    while (left := deadline - time.monotonic()) > 0:
+        yield Sleep(min(left, 0.5))

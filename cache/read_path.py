@@ -48,6 +48,7 @@ from cache.near import NearCache, clock, observe_near
 from cache.protocol import (
     Acquired,
     Fill,
+    NearRegistry,
     ScriptSupport,
     acquire_call,
     decode_acquired,
@@ -133,6 +134,7 @@ class ReadPath:
     ) -> None:
         self.clerk = clerk
         self.near = near
+        self.near_registry = NearRegistry()  # what this cache's invalidations saw of the near-caches' registry
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
         self.fill_wait_s = fill_wait_s
@@ -165,7 +167,8 @@ class ReadPath:
         targets = [drop_user(user_id)]
         try:
             yield from record_program(targets, durable=self.durable, support=self.support)
-            outcome = yield from near_invalidate_program(targets, block_s=0.2)  # under a lookup client's timeout
+            # block_s: under a lookup client's read timeout
+            outcome = yield from near_invalidate_program(targets, block_s=0.2, registry=self.near_registry)
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
         observe_near(outcome)

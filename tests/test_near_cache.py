@@ -355,3 +355,27 @@ def test_a_failed_renewal_empties_the_tier_and_nothing_is_kept_until_it_register
         assert near.get(ALICE) is None  # emptied, not resumed
     finally:
         near.close()
+
+
+def test_when_redis_loses_the_registrations_the_intake_waits_out_every_lease_they_held(
+    redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn
+) -> None:
+    """A FLUSHALL (as a restart without persistence would) empties the registry while the app still serves
+    ALICE under its lease: the intake, which saw the registry's stamp before, must not trust the empty
+    list, but wait out the longest lease there may be before its 2xx."""
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    (initech,) = orgs_with_member(clerk, BOB, "Initech")
+    env = stack_env(redis_server.url, clerk, WEB_CONCURRENCY="1")  # the one intake worker saw the stamp
+    url = f"http://127.0.0.1:{env['PORT']}"
+    with procfile_process("web", env), apps(redis_server.url, clerk, "sync") as (app,):
+        wait_until(lambda: _answers(url + "/healthz"), 60, what="gunicorn", poll_s=0.1)
+        assert post(url, clerk.remove_membership(BOB, initech)).status_code == 200  # the intake sees the stamp
+        assert acme in served_locally(app, ALICE)
+        redis.flushall()
+        orgs_with_member(clerk, ALICE, "Globex")  # so that the lookup below reads Clerk afresh, not Redis
+
+        assert post(url, clerk.remove_membership(ALICE, acme)).status_code == 200
+
+        answer = app.get(ALICE)
+        assert acme not in answer["orgs"] and not answer["local"]
+        assert app.stats()["drops"].get("renewal_refused")  # its lease ran out; Redis no longer knew it

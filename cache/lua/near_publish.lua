@@ -13,6 +13,7 @@
 -- KEYS[1]  clerk-org-cache:near-caches    sorted set: id -> lease end (Unix ms, Redis's clock)
 -- KEYS[2]  clerk-org-cache:near-seq       hash: id -> how many invalidations were published to it
 -- KEYS[3]  clerk-org-cache:near-lease-ms  hash: id -> its lease length in ms
+-- KEYS[4]  clerk-org-cache:near-born      when the first registration of this data set was written (Unix ms)
 --
 -- ARGV[1]  the channel prefix 'clerk-org-cache:near-inval:' (the channel is the prefix and the id)
 -- ARGV[2]  the invalidation's token (hex): the acknowledgements go to clerk-org-cache:near-acks:<token>
@@ -22,8 +23,10 @@
 --
 -- Each message is the JSON {"token": <ARGV[2]>, "seq": <the id's new count>, "users": <ARGV[5]>}.
 --
--- Reply: {now_ms, {id, lease_ms, receivers, id, lease_ms, receivers, ...}}
+-- Reply: {now_ms, {id, lease_ms, receivers, id, lease_ms, receivers, ...}, born}
 --   now_ms     Redis's clock (TIME) in Unix ms
+--   born       KEYS[4]'s value, or -1 when there is none: a revoker that saw a value before and gets
+--              another one (or none) knows the registry was lost, and waits out the longest lease
 --   receivers  what PUBLISH returned for that id (0: its subscription is gone; it will lapse)
 
 local t = redis.call('TIME')
@@ -43,4 +46,4 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(
   table.insert(listed, lease)
   table.insert(listed, receivers)
 end
-return {now, listed}
+return {now, listed, tonumber(redis.call('GET', KEYS[4]) or '-1')}

@@ -13,6 +13,9 @@
 -- KEYS[1]  clerk-org-cache:near-caches    sorted set: id -> lease end (Unix ms, Redis's clock)
 -- KEYS[2]  clerk-org-cache:near-seq       hash: id -> how many invalidations were published to it
 -- KEYS[3]  clerk-org-cache:near-lease-ms  hash: id -> its lease length in ms
+-- KEYS[4]  clerk-org-cache:near-born      when the first registration of this data set was written (Unix ms,
+--                                         kept for ever): a revoker that saw another value knows Redis lost
+--                                         its registrations, and waits out any lease they may have held
 --
 -- ARGV[1]  the id (the channel clerk-org-cache:near-inval:<id> must already be subscribed)
 -- ARGV[2]  the lease length L in ms (500 to 5000)
@@ -35,6 +38,7 @@ if ARGV[3] == 'new' then
     redis.call('HDEL', KEYS[2], ARGV[4])
     redis.call('HDEL', KEYS[3], ARGV[4])
   end
+  redis.call('SET', KEYS[4], now, 'NX')
   redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
   redis.call('HSET', KEYS[2], ARGV[1], 0)
   redis.call('HSET', KEYS[3], ARGV[1], lease)
