@@ -156,6 +156,7 @@ class NearCache:
         self._pending: tuple[int, float, float] | None = None  # a renewal waiting for its count: (count, until, sent)
         self._renewed_at = 0.0
         self._closed = threading.Event()
+        self._failing = False  # registration attempts are failing (logged once per streak)
         self._started_pid: int | None = None
         self._control: Redis | None = None
         self._subscriber: Redis | None = None
@@ -320,7 +321,7 @@ class NearCache:
             if not confirmed or confirmed.get("type") != "subscribe":
                 raise RedisError("the subscription was not confirmed")
         except RedisError as exc:
-            log.warning("near-cache could not subscribe (%s); lookups go to Redis", exc)
+            self._log_failure("near-cache could not subscribe (%s); lookups go to Redis", exc)
             pubsub.close()
             return False
         incarnation = _Incarnation(near_id, pubsub)
@@ -335,7 +336,7 @@ class NearCache:
         try:
             io.run(near_register_program(near_id, self.lease_ms, previous, renew=False, durable=self.durable))
         except (RedisError, NotReplicated) as exc:
-            log.warning("near-cache could not register (%s); lookups go to Redis", exc)
+            self._log_failure("near-cache could not register (%s); lookups go to Redis", exc)
             with self._lock:
                 if self._incarnation is incarnation:
                     self._drop_all("registration_failed")
@@ -344,6 +345,7 @@ class NearCache:
             if self._incarnation is not incarnation:
                 return False
             self._previous_id = None
+            self._failing = False
             incarnation.registered = True
             self._epoch += 1  # no read sent before this registration may be kept: it was not listed yet
             self._generation += 1
@@ -351,6 +353,11 @@ class NearCache:
             self._renewed_at = sent_at
             self.stats.registrations += 1
         return True
+
+    def _log_failure(self, message: str, exc: BaseException) -> None:
+        """A warning for the first failed attempt of a streak (it retries every 0.2 s), debug after."""
+        log.log(logging.DEBUG if self._failing else logging.WARNING, message, exc)
+        self._failing = True
 
     def _renew(self, io: SyncIO, incarnation: _Incarnation) -> bool:
         sent_at = clock()

@@ -31,8 +31,14 @@ from cache.durability import ReplicaWait, WaitPolicy
 from cache.near import NearCache, near_cache_from_settings
 
 
+def _target(settings: Settings) -> RedisTarget:
+    """The lookups' Redis: REDIS_URL, or the primary the sentinels name (REDIS_SENTINELS)."""
+    return RedisTarget.from_settings(settings)
+
+
 def _near(settings: Settings) -> NearCache:
-    target = RedisTarget(os.environ.get("NEAR_REDIS_URL") or settings.redis_url)
+    near_url = os.environ.get("NEAR_REDIS_URL")
+    target = RedisTarget(near_url) if near_url else _target(settings)
     near = near_cache_from_settings(settings, target, ReplicaWait(WaitPolicy.from_settings(settings)))
     assert near is not None, "NEAR_CACHE_SIZE must be set"
     return near
@@ -72,7 +78,7 @@ def run_sync() -> None:
     settings = Settings.from_env(process="library")
     near = _near(settings)
     cache = MembershipCache(
-        redis_client(settings.redis_url, Role.LOOKUP, **_lookup_options()),
+        redis_client(_target(settings), Role.LOOKUP, **_lookup_options()),
         ClerkClient(settings.clerk_secret_key, settings.clerk_api_url),
         ttl_seconds=settings.user_orgs_ttl_seconds,
         near=near,

@@ -29,6 +29,7 @@ from cache.contract import NEAR_CACHES_KEY
 from cache.near import NearCache, clock
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import RedisServer
+from devstack.redis_topology import SentinelTopology
 from devstack.signing import signed_event
 from devstack.stack import REPO
 from devstack.waiting import wait_until
@@ -379,3 +380,43 @@ def test_when_redis_loses_the_registrations_the_intake_waits_out_every_lease_the
         answer = app.get(ALICE)
         assert acme not in answer["orgs"] and not answer["local"]
         assert app.stats()["drops"].get("renewal_refused")  # its lease ran out; Redis no longer knew it
+
+
+def test_after_a_sentinel_failover_the_app_registers_again_with_an_empty_tier_and_serves_nothing_stale(
+    clerk: ClerkStandIn,
+) -> None:
+    """The primary is SIGKILLed while the app serves ALICE and BOB from memory: its subscription dies with
+    the primary, so it empties its tier and registers again on the promoted replica (found through the
+    sentinels). A revocation delivered through the failover (retried until a 2xx, as Svix does) is then
+    seen by every lookup, and nothing from before the failover is served locally."""
+    (acme,) = orgs_with_member(clerk, ALICE, "Acme")
+    (initech,) = orgs_with_member(clerk, BOB, "Initech")
+    with SentinelTopology(replicas=2, sentinels=3, failover_timeout_ms=2000) as topology:
+        sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinels)
+        sentinel_env = {"REDIS_SENTINELS": sentinels, "REDIS_SENTINEL_MASTER": topology.master_name}
+        env = stack_env(topology.primary.url, clerk, **sentinel_env, REDIS_WAIT_TIMEOUT_MS="500")
+        url = f"http://127.0.0.1:{env['PORT']}"
+        with procfile_process("web", env), apps(topology.primary.url, clerk, "sync", **sentinel_env) as (app,):
+            wait_until(lambda: _answers(url + "/healthz"), 60, what="gunicorn", poll_s=0.1)
+            assert acme in served_locally(app, ALICE) and initech in served_locally(app, BOB)
+            first_id = app.stats()["id"]
+
+            old = topology.kill_primary()
+            event = clerk.remove_membership(ALICE, acme)
+            deadline = time.monotonic() + 60
+            while True:  # Svix retries until a 2xx
+                try:
+                    if post(url, event).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, "the intake never answered 2xx through the failover"
+                time.sleep(0.5)
+            topology.wait_for_failover(old.port)
+
+            assert acme not in app.get(ALICE)["orgs"]
+            wait_until(lambda: app.stats()["registrations"] >= 2, 30, what="the app to register on the new primary")
+            stats = app.stats()
+            assert stats["id"] != first_id and stats["drops"], stats
+            assert not app.holds(BOB)  # emptied, though no event named BOB
+            assert not app.get(BOB)["local"]
