@@ -50,7 +50,8 @@ def _lookup_options() -> dict[str, Any]:
 
 
 def _view(memberships: list[Membership]) -> dict[str, list[str]]:
-    return {m.organization_id: [m.role, *m.permissions] for m in memberships}
+    """Per org: its name, the role, then the permissions."""
+    return {m.organization_id: [m.organization_name or "", m.role, *m.permissions] for m in memberships}
 
 
 def _stats(near: NearCache) -> dict[str, Any]:

@@ -174,12 +174,24 @@ def served_locally(app: App, user_id: str) -> Any:
 # -- after each 2xx, no process serves a stale lookup ------------------------------------------------
 
 
-@pytest.mark.parametrize("event", ["membership_removed", "org_deleted", "role_updated"])
+REVOKING = [
+    "membership_removed",
+    "membership_updated",
+    "org_updated",
+    "org_deleted",
+    "user_deleted",
+    "role_updated",
+    "permission_deleted",
+]
+
+
+@pytest.mark.parametrize("event", REVOKING)
 def test_after_the_2xx_no_app_process_serves_the_revoked_access_locally(
     redis: Redis, redis_server: RedisServer, clerk: ClerkStandIn, event: str
 ) -> None:
     """Three app processes (two sync, one async) serve ALICE from their own memory; the revoking event's
-    2xx comes only after each dropped her (a membership event) or everything (an org or role event)."""
+    2xx comes only after each dropped her (a user's event) or everything (an org, role or permission event,
+    whose members only Redis's indexes know)."""
     acme, globex = orgs_with_member(clerk, ALICE, "Acme", "Globex", role=BILLING)
     (initech,) = orgs_with_member(clerk, BOB, "Initech")
     with intake(redis_server.url, clerk) as url, apps(redis_server.url, clerk, "sync", "sync", "async") as running:
@@ -188,25 +200,32 @@ def test_after_the_2xx_no_app_process_serves_the_revoked_access_locally(
             assert acme in orgs and MANAGE in orgs[acme]  # what a stale answer would show
             assert initech in served_locally(app, BOB)
 
-        if event == "membership_removed":
-            response = post(url, clerk.remove_membership(ALICE, acme))
-        elif event == "org_deleted":
-            response = post(url, clerk.delete_org(acme))
-        else:
-            kept = ["org:sys_memberships:read", "org:billing:read"]
-            response = post(url, clerk.update_role(BILLING, permissions=kept))
+        envelope = {
+            "membership_removed": lambda: clerk.remove_membership(ALICE, acme),
+            "membership_updated": lambda: clerk.update_membership(ALICE, acme, "org:member"),
+            "org_updated": lambda: clerk.update_org(acme, name="Acme Renamed"),
+            "org_deleted": lambda: clerk.delete_org(acme),
+            "user_deleted": lambda: clerk.delete_user(ALICE),
+            "role_updated": lambda: clerk.update_role(BILLING, permissions=["org:sys_memberships:read"]),
+            "permission_deleted": lambda: clerk.delete_permission(MANAGE),
+        }[event]()
+        response = post(url, envelope)
         assert response.status_code == 200 and response.json() == {"status": "processed"}
 
         for app in running:
             orgs = app.get(ALICE)["orgs"]
-            if event == "role_updated":
-                assert MANAGE not in orgs[acme] and MANAGE not in orgs[globex]
-            else:
+            if event in ("membership_removed", "org_deleted"):
                 assert acme not in orgs and globex in orgs
+            elif event == "user_deleted":
+                assert orgs == {}
+            elif event == "org_updated":
+                assert orgs[acme][0] == "Acme Renamed"
+            else:  # the role or its permission changed: MANAGE is gone from acme's membership
+                assert MANAGE not in orgs[acme]
             stats = app.stats()
             assert stats["acks"] == 1 and stats["invalidations"] == 1
-            # a membership event drops its user; an org or role event, whose members only Redis knows, everything
-            assert app.holds(BOB) is (event == "membership_removed")
+            # a user's event drops that user; the others, whose members only Redis's indexes know, everything
+            assert app.holds(BOB) is (event in ("membership_removed", "membership_updated", "user_deleted"))
         assert metric(url, "clerk_org_cache_near_lapsed_total") == 0  # every process acknowledged
 
 
