@@ -25,6 +25,9 @@ machine, against the same private redis-server and Clerk stand-in:
 14. roles       role.updated for a role 1,000 cached users hold -> time until every value carries the new
                 permissions, and Clerk calls; a hit on a value with 8 permissions per org vs the same
                 lookup of a value with none (bench/role_patch.py)
+15. near        the near-cache: a local hit (sync, async) vs a bare dict lookup and vs today's Redis hit;
+                Redis commands per 1,000 local hits; intake p50/p99 with 0, 1, 4 and 16 registered app
+                processes (bench/near.py)
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import redis as redis_py
 import requests
 from redis import Redis
 
-from bench import async_api, django_authz, role_patch
+from bench import async_api, django_authz, near, role_patch
 from bench.async_api import async_lines
 from bench.clerk_budget import budget_line, budget_under_storms
 from bench.loadgen import fire, raw_request
@@ -357,6 +360,16 @@ class Bench:
             async_api.loop_lag(self.redis_server.url, self.clerk.url, users, per_second=200.0, sync_cache=self.cache())
         )
 
+    # -- 15. near ---------------------------------------------------------------------
+
+    def near_hit(self) -> dict[str, Any]:
+        self.reset()
+        return near.near_hits(self.redis_server.url, self.clerk, self.quick)
+
+    def near_intake(self) -> dict[str, Any]:
+        self.reset()
+        return near.intake_with_near(self.redis_server.url, self.clerk, self.quick)
+
 
 def run(quick: bool) -> dict[str, Any]:
     (REPO / ".devstack").mkdir(exist_ok=True)
@@ -396,6 +409,8 @@ def run(quick: bool) -> dict[str, Any]:
         ("django_check", bench.django_check),
         ("role_updated", bench.role_updated),
         ("hit_permissions", bench.hit_permissions),
+        ("near_hit", bench.near_hit),
+        ("near_intake", bench.near_intake),
     ]
     try:
         for name, step in steps:
@@ -462,6 +477,7 @@ def table(r: dict[str, Any]) -> str:
     lines += async_lines(r)
     lines += django_authz.django_lines(r)
     lines += role_patch.role_lines(r)
+    lines += near.near_lines(r)
     return "\n".join(lines)
 
 

@@ -24,6 +24,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_CLERK_API_URL = "https://api.clerk.com"
 DEFAULT_TTL_SECONDS = 300
 DEFAULT_RETRY_INTERVALS = (2, 10, 30, 60, 120, 300)
+DEFAULT_NEAR_CACHE_LEASE_MS = 2000
+MIN_NEAR_CACHE_LEASE_MS = 500
+MAX_NEAR_CACHE_LEASE_MS = 5000  # with WAIT (<= 3 s) the intake's 2xx stays well inside Svix's 15 s
 
 Process = Literal["library", "web", "worker", "cli"]
 
@@ -53,6 +56,8 @@ class Settings:
     clerk_rate_limit_reserve: int | None = None  # None: a fiftieth of the limit
     clerk_rate_window_seconds: float = 10.0
     clerk_interactive_wait_ms: int = 2000
+    near_cache_size: int = 0  # 0: no near-cache (the default)
+    near_cache_lease_ms: int = DEFAULT_NEAR_CACHE_LEASE_MS
     log_format: str = "json"
     log_level: str = "INFO"
 
@@ -281,6 +286,14 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     _v("WORKER_METRICS_PORT", "worker_metrics_port", _int_in(1, 65_535), "worker", "the worker's metrics port"),
     _v("WORKER_SWEEP_SECONDS", "worker_sweep_seconds", _seconds_in(0.1, 3600), "worker", "maintenance interval"),
+    _v("NEAR_CACHE_SIZE", "near_cache_size", _int_in(0, 10_000_000), "library cli", "users kept in-process (0: off)"),
+    _v(
+        "NEAR_CACHE_LEASE_MS",
+        "near_cache_lease_ms",
+        _int_in(MIN_NEAR_CACHE_LEASE_MS, MAX_NEAR_CACHE_LEASE_MS),
+        "library cli",  # the CLI checks the settings app processes run with
+        "the near-cache's registration lease",
+    ),
     _v("LOG_FORMAT", "log_format", _choice("json", "text"), "web worker", "json or text"),
     _v("LOG_LEVEL", "log_level", _log_level, "web worker", "a logging level name"),
 )

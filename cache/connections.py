@@ -7,6 +7,9 @@
   exceeds the longest ``WAIT`` the intake sends.
 - ``WORKER``: RQ's own connection (RQ raises the socket timeout for its blocking dequeue).
 - ``TOOL``: the operator CLI and start-up checks.
+- ``NEAR`` and ``NEAR_SUB``: a near-cache's control plane (`cache.near`): its lease renewals and
+  acknowledgements, and its invalidation subscription, on daemon threads of their own. No
+  retries: any error empties the near-cache, which then serves from Redis until it registers again.
 
 A target is a ``REDIS_URL`` (``redis://``, ``rediss://`` with certificate checks,
 ``unix://``), or, with ``REDIS_SENTINELS`` and ``REDIS_SENTINEL_MASTER`` set, the primary
@@ -39,6 +42,8 @@ class Role(Enum):
     INTAKE = "clerk-org-cache-intake"
     WORKER = "clerk-org-cache-worker"
     TOOL = "clerk-org-cache-tool"
+    NEAR = "clerk-org-cache-near"
+    NEAR_SUB = "clerk-org-cache-near-sub"  # the name tests (and operators) find the subscription by
 
 
 INTAKE_TIMEOUT_S = 4.0  # above the intake's longest WAIT (REDIS_WAIT_TIMEOUT_MS <= 3000)
@@ -55,6 +60,14 @@ def _options(role: Role, retry: Any = Retry) -> dict[str, Any]:
         }
     if role is Role.INTAKE:
         return {"socket_connect_timeout": 1.0, "socket_timeout": INTAKE_TIMEOUT_S, "retry": retry(NoBackoff(), 1)}
+    if role in (Role.NEAR, Role.NEAR_SUB):
+        # above the longest WAIT a renewal sends; a renewal this slow has outlived its lease anyway
+        return {
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": INTAKE_TIMEOUT_S,
+            "retry": retry(NoBackoff(), 0),
+            "retry_on_error": [],
+        }
     if role is Role.TOOL:
         return {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "retry": retry(ExponentialBackoff(), 2)}
     return {"socket_connect_timeout": 2.0, "retry": retry(ExponentialBackoff(cap=2.0), 3)}
@@ -133,6 +146,14 @@ def cache_redis(target: RedisTarget | str) -> Redis:
 def intake_redis(target: RedisTarget | str) -> Redis:
     """A client for the webhook intake: must answer well inside Svix's 15 s, one quick retry."""
     return redis_client(target, Role.INTAKE)
+
+
+def near_redis(target: RedisTarget | str, role: Role = Role.NEAR) -> Redis:
+    """A blocking client for a near-cache's control plane (``Role.NEAR`` or ``Role.NEAR_SUB``), also under
+    `cache.aio`: its threads are its own, so a local hit never awaits and never does I/O."""
+    if role not in (Role.NEAR, Role.NEAR_SUB):
+        raise ValueError("a near-cache client is Role.NEAR or Role.NEAR_SUB")
+    return redis_client(target, role)
 
 
 def async_cache_redis(target: RedisTarget | str) -> AsyncRedis:

@@ -55,6 +55,13 @@ CLERK_INTERACTIVE_WAITING_KEY = "clerk-org-cache:clerk-interactive-waiting"
 CLERK_BUDGET_INTERACTIVE_KEY = "clerk-org-cache:clerk-budget-interactive"
 CLERK_REWARM_NEXT_KEY = "clerk-org-cache:clerk-rewarm-next"
 QUEUE_NAME = "clerk-org-cache"
+# the near-cache's control plane (cache/near.py): registrations under a lease, invalidations, acknowledgements
+NEAR_CACHES_KEY = "clerk-org-cache:near-caches"  # sorted set: near-cache id -> lease end (Unix ms, Redis's clock)
+NEAR_SEQ_KEY = "clerk-org-cache:near-seq"  # hash: id -> invalidations published to it so far
+NEAR_LEASE_MS_KEY = "clerk-org-cache:near-lease-ms"  # hash: id -> its lease length in ms
+NEAR_BORN_KEY = "clerk-org-cache:near-born"  # when the first registration of this data set was written (Unix ms)
+NEAR_INVAL_PREFIX = "clerk-org-cache:near-inval:"  # pub/sub channel of one near-cache id
+NEAR_ACK_PREFIX = "clerk-org-cache:near-acks:"  # list: the ids that acknowledged one invalidation
 
 _USER_ID = re.compile(r"user_[A-Za-z0-9]{1,64}")
 _ORG_ID = re.compile(r"org_[A-Za-z0-9]{1,64}")
@@ -144,6 +151,14 @@ def refreshing_key(drain_id: str) -> str:
 
 def drain_lease_key(drain_id: str) -> str:
     return DRAIN_LEASE_PREFIX + drain_id
+
+
+def near_channel(near_id: str) -> str:
+    return NEAR_INVAL_PREFIX + near_id
+
+
+def near_ack_key(token: str) -> str:
+    return NEAR_ACK_PREFIX + token
 
 
 def seen_event_key(svix_id: str) -> str:

@@ -1,7 +1,8 @@
 """The process's default cache: what the module-level functions of `cache` look up with.
 
 It is one process-wide `MembershipCache`, built from the environment on first use
-(``REDIS_URL``, ``CLERK_SECRET_KEY``, ``CLERK_API_URL``, ``USER_ORGS_TTL_SECONDS``) or
+(``REDIS_URL``, ``CLERK_SECRET_KEY``, ``CLERK_API_URL``, ``USER_ORGS_TTL_SECONDS``, and
+``NEAR_CACHE_SIZE`` / ``NEAR_CACHE_LEASE_MS`` for the in-process tier, off by default) or
 installed with `set_default_cache`. It is a singleton on purpose: app code can then ask
 ``cache.get_user_org_membership(...)`` without wiring anything, and a blocking cache is
 meant to be shared by every thread of the process (one Redis pool, one HTTP session, one
@@ -19,6 +20,7 @@ from cache.connections import RedisTarget, cache_redis
 from cache.contract import Membership
 from cache.durability import ReplicaWait, WaitPolicy
 from cache.membership_cache import MembershipCache
+from cache.near import near_cache_from_settings
 
 _default: MembershipCache | None = None
 _default_lock = threading.Lock()
@@ -26,13 +28,16 @@ _default_lock = threading.Lock()
 
 def build_cache(settings: Settings) -> MembershipCache:
     """A cache with its own fail-fast Redis client (through Sentinel when configured) and Clerk session."""
-    redis = cache_redis(RedisTarget.from_settings(settings))
+    target = RedisTarget.from_settings(settings)
+    redis = cache_redis(target)
     budget = ClerkBudget(redis, BudgetPolicy.from_settings(settings))
+    durable = ReplicaWait(WaitPolicy.from_settings(settings))
     return MembershipCache(
         redis,
         ClerkClient(settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.INTERACTIVE),
         ttl_seconds=settings.user_orgs_ttl_seconds,
-        durable=ReplicaWait(WaitPolicy.from_settings(settings)),
+        durable=durable,
+        near=near_cache_from_settings(settings, target, durable),
     )
 
 

@@ -11,9 +11,16 @@ from typing import Unpack
 from redis import Redis
 
 from cache.clerk import ClerkClient
-from cache.contract import Membership
+from cache.contract import Membership, check_org_id
 from cache.io import SyncIO
-from cache.read_path import CacheStats, MembershipCacheBase, ReadPathOptions, fill_for, memberships_from_clerk
+from cache.read_path import (
+    CacheStats,
+    MembershipCacheBase,
+    ReadPathOptions,
+    fill_for,
+    membership_in,
+    memberships_from_clerk,
+)
 
 __all__ = ["CacheStats", "MembershipCache", "fetch_memberships", "fill_for"]
 
@@ -24,7 +31,8 @@ class MembershipCache(MembershipCacheBase):
     Build one per process with injected clients; ``redis`` should be a fail-fast
     client such as `cache.connections.cache_redis`. Options (`ReadPathOptions`):
     ``ttl_seconds`` (300), ``lease_ms`` (15,000), ``fill_wait_s`` (2.0), ``breaker``,
-    ``durable`` (a `ReplicaWait` for invalidations).
+    ``durable`` (a `ReplicaWait` for invalidations), ``near`` (a `cache.near.NearCache`: in-process hits,
+    off by default).
 
     One runner, over ``redis`` and the Clerk client's session, carries out every effect
     of a lookup: the Clerk read's budget scripts run on ``redis`` too, so build the
@@ -39,10 +47,20 @@ class MembershipCache(MembershipCacheBase):
 
     def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
+        near = self.read_path.near
+        if near is not None:
+            hit = near.get(user_id)  # a dict read: no I/O
+            if hit is not None:
+                return hit
         return self._io.run(self.read_path.memberships_program(user_id))
 
     def get_membership(self, user_id: str, organization_id: str) -> Membership | None:
         """The user's membership in one org, or None: the question most auth checks ask."""
+        near = self.read_path.near
+        if near is not None:
+            hit = near.get(user_id)
+            if hit is not None:
+                return membership_in(hit, check_org_id(organization_id))
         return self._io.run(self.read_path.membership_program(user_id, organization_id))
 
     def invalidate(self, user_id: str) -> None:

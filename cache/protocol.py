@@ -25,8 +25,10 @@ a TypeScript (or any) client can run the very same files:
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -35,8 +37,9 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from cache import contract
+from cache.config import MAX_NEAR_CACHE_LEASE_MS
 from cache.durability import ReplicaWait
-from cache.effects import Program, RedisCommand, RedisPipeline, RunScript
+from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +354,173 @@ def record_program(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- the near-cache's control plane (cache/near.py; cache/lua/near_*.lua) ----------------------------
+
+NEAR_LISTING_GRACE_MS = 2_000  # near_publish.lua lists registrations lapsed by less (a Redis clock step)
+NEAR_FORGET_MS = 60_000  # a registration lapsed this long (by Redis's clock) is removed
+NEAR_ACK_TTL_S = 60  # an acknowledgement list outlives any wait for it
+
+
+def near_margin_s(lease_ms: int) -> float:
+    """The margin for clock-rate drift on each side of a lease of ``lease_ms``: a twentieth of it, at least 25 ms.
+
+    A near-cache stops serving at ``sent + L - margin`` by its clock; whoever revoked waits until
+    ``reply + L + margin`` by its own. Both count from instants on the same side of the renewal's
+    execution, so the only thing the margin has to absorb is the two clocks running at different
+    rates: with a twentieth, up to (L + m) / (L - m) - 1 = 10.5 % over one lease, where real clocks
+    (NTP-slewed, at most 500 ppm) differ by 0.1 %.
+    """
+    return max(lease_ms / 20, 25.0) / 1000
+
+
+_NEAR_KEYS = (contract.NEAR_CACHES_KEY, contract.NEAR_SEQ_KEY, contract.NEAR_LEASE_MS_KEY, contract.NEAR_BORN_KEY)
+
+
+def near_register_call(near_id: str, lease_ms: int, previous_id: str | None = None, *, renew: bool) -> RunScript:
+    keys = _NEAR_KEYS
+    mode = "renew" if renew else "new"
+    return RunScript("near_register", keys, (near_id, lease_ms, mode, previous_id or ""))
+
+
+def near_register_program(
+    near_id: str,
+    lease_ms: int,
+    previous_id: str | None = None,
+    *,
+    renew: bool,
+    durable: ReplicaWait | None = None,
+) -> Program[int]:
+    """Register or renew ``near_id``; returns its count of invalidations, or -1 if a renewal was refused.
+
+    With ``durable``, WAIT follows on the same connection, as after a record: a failover must not lose a
+    registration the process serves under. Raises RedisError or NotReplicated: the caller empties its tier.
+    """
+    call = near_register_call(near_id, lease_ms, previous_id, renew=renew)
+    durable = durable if durable is not None and durable.active else None
+    if durable is None:
+        reply = yield call
+    else:
+        if durable.needs_prime:
+            durable.learn((yield RedisCommand(("INFO", "replication"))))
+        replies = yield RedisPipeline((call, *durable.commands()))
+        durable.check(replies)
+        reply = replies[0]
+    return int(reply[1])
+
+
+def near_get_call(user_id: str) -> RunScript:
+    """NEAR_GET: the value and its PTTL at one instant."""
+    return RunScript("near_get", (contract.user_orgs_key(user_id),), ())
+
+
+def decode_near_get(reply: Any) -> tuple[Any, int]:
+    return reply[0], int(reply[1])
+
+
+def near_payload(targets: Sequence[Target]) -> str:
+    """What a near-cache drops for ``targets``: its users, or ``"*"`` (everything) for any org, role or
+    permission target, whose members only Redis's indexes know."""
+    users = []
+    for target in targets:
+        if target.kind not in ("u", "d"):
+            return '"*"'
+        users.append(contract.check_user_id(target.id))
+    return json.dumps(sorted(set(users)))
+
+
+def near_publish_call(token: str, payload: str) -> RunScript:
+    keys = _NEAR_KEYS
+    args = (contract.NEAR_INVAL_PREFIX, token, NEAR_LISTING_GRACE_MS, NEAR_FORGET_MS, payload)
+    return RunScript("near_publish", keys, args)
+
+
+@dataclass(frozen=True, slots=True)
+class NearOutcome:
+    """How the near-caches took one invalidation: acknowledged, or waited out (their leases ran out)."""
+
+    listed: int
+    acked: int
+    lapsed: int
+    ack_seconds: tuple[float, ...]  # per acknowledgement, from the publish's reply
+    lapse_wait_s: float  # how long the wait ran on for processes that never acknowledged (0 if none)
+
+
+class NearRegistry:
+    """What one revoker (an intake worker, a cache's `invalidate`) saw of the registry, across its calls.
+
+    If Redis loses its data (a restart without persistence, a FLUSHALL, a failover to a replica without
+    the registrations) while app processes run, the registry is empty but they may still serve under
+    leases it no longer lists. The first registration of a data set stamps ``near-born``; a revoker that
+    saw one stamp and then another, or none, waits out the longest lease before it answers.
+    """
+
+    def __init__(self) -> None:
+        self.born: int | None = None
+        self.primed = False
+
+    def prime_program(self) -> Program[None]:
+        """Read the stamp once before this revoker's first invalidation, so that it already knows it then."""
+        if not self.primed:
+            raw = yield RedisCommand(("GET", contract.NEAR_BORN_KEY))
+            self.primed = True
+            if raw is not None and self.born is None:
+                self.born = int(raw)
+
+
+def near_invalidate_program(
+    targets: Sequence[Target], *, block_s: float = 1.0, registry: NearRegistry | None = None
+) -> Program[NearOutcome]:
+    """Send ``targets``' invalidation to every registered near-cache and wait until each has acknowledged
+    it, or until its lease has run out by this clock plus the margin. Only then may the caller answer.
+
+    Run after the record (and its WAIT) succeeded. ``block_s`` bounds each BLPOP, below the client's read
+    timeout. Raises RedisError: the caller must not answer 2xx (the record stays; a retry sends again).
+    """
+    if not targets:
+        return NearOutcome(0, 0, 0, (), 0.0)
+    if registry is not None:
+        yield from registry.prime_program()
+    token = new_token()
+    reply = yield near_publish_call(token, near_payload(targets))
+    received = time.monotonic()  # after the publish ran: every listed lease was renewed before this
+    _, flat, born = reply[0], reply[1], int(reply[2])
+    deadlines: dict[str, float] = {}
+    if registry is not None:
+        if registry.born is not None and born != registry.born:  # the registrations it listed are gone
+            yield from _sleep_until(received + MAX_NEAR_CACHE_LEASE_MS / 1000 + near_margin_s(MAX_NEAR_CACHE_LEASE_MS))
+            received = time.monotonic()
+        registry.born = born if born >= 0 else None
+    for i in range(0, len(flat), 3):
+        lease_ms = int(flat[i + 1])
+        deadlines[_text(flat[i])] = received + lease_ms / 1000 + near_margin_s(lease_ms)
+    listed = len(deadlines)
+    if not listed:
+        return NearOutcome(0, 0, 0, (), 0.0)
+    key = contract.near_ack_key(token)
+    acks: list[float] = []
+    last_ack = received
+    while deadlines:
+        now = time.monotonic()
+        for near_id in [i for i, deadline in deadlines.items() if deadline <= now]:
+            del deadlines[near_id]
+        if not deadlines:
+            break
+        timeout = max(0.01, min(block_s, max(deadlines.values()) - now))  # never 0: BLPOP 0 blocks for ever
+        popped = yield RedisCommand(("BLPOP", key, f"{timeout:.3f}"))
+        if popped:
+            near_id = _text(popped[1])
+            if deadlines.pop(near_id, None) is not None:
+                last_ack = time.monotonic()
+                acks.append(last_ack - received)
+    lapsed = listed - len(acks)
+    yield RedisCommand(("DEL", key))
+    if lapsed:
+        log.warning("%d near-cache(s) did not acknowledge an invalidation; their leases were waited out", lapsed)
+    return NearOutcome(listed, len(acks), lapsed, tuple(acks), time.monotonic() - last_ack if lapsed else 0.0)
+
+
+def _sleep_until(deadline: float) -> Program[None]:
+    while (left := deadline - time.monotonic()) > 0:
+        yield Sleep(min(left, 0.5))

@@ -44,14 +44,19 @@ from cache.durability import ReplicaWait
 from cache.effects import Program, RedisGet, Sleep
 from cache.errors import CacheUnavailable, ClerkError, ClerkNotFound, ClerkUnavailable
 from cache.metrics import FILLS, LOOKUPS, SINGLE_FLIGHT_WAITS
+from cache.near import NearCache, clock, observe_near
 from cache.protocol import (
     Acquired,
     Fill,
+    NearRegistry,
     ScriptSupport,
     acquire_call,
     decode_acquired,
+    decode_near_get,
     drop_user,
     fill_call,
+    near_get_call,
+    near_invalidate_program,
     new_token,
     record_program,
     release_call,
@@ -109,6 +114,7 @@ class ReadPathOptions(TypedDict, total=False):
     fill_wait_s: float
     breaker: RedisBreaker | None
     durable: ReplicaWait | None
+    near: NearCache | None
 
 
 class ReadPath:
@@ -124,8 +130,11 @@ class ReadPath:
         fill_wait_s: float = 2.0,
         breaker: RedisBreaker | None = None,
         durable: ReplicaWait | None = None,
+        near: NearCache | None = None,
     ) -> None:
         self.clerk = clerk
+        self.near = near
+        self.near_registry = NearRegistry()  # what this cache's invalidations saw of the near-caches' registry
         self.ttl_seconds = ttl_seconds
         self.lease_ms = lease_ms
         self.fill_wait_s = fill_wait_s
@@ -152,20 +161,31 @@ class ReadPath:
         """Drop the user's cached value and void any fill in flight.
 
         Raises CacheUnavailable if Redis cannot confirm it, or NotReplicated (a
-        CacheUnavailable) if too few replicas acknowledged it: the caller must know.
+        CacheUnavailable) if too few replicas acknowledged it: the caller must know. Returns once every
+        process's near-cache has dropped the user (or its lease ran out), as the intake does.
         """
+        targets = [drop_user(user_id)]
         try:
-            yield from record_program([drop_user(user_id)], durable=self.durable, support=self.support)
+            yield from record_program(targets, durable=self.durable, support=self.support)
+            # block_s: under a lookup client's read timeout
+            outcome = yield from near_invalidate_program(targets, block_s=0.2, registry=self.near_registry)
         except RedisError as exc:
             raise CacheUnavailable("could not invalidate: Redis unavailable") from exc
+        observe_near(outcome)
 
     # -- the lookup's steps ---------------------------------------------------------------
 
     def _lookup_program(self, user_id: str) -> Program[list[Membership]]:
         if not self.breaker.allows():
             return (yield from self._fallback_program(user_id))
+        near = self.near
+        ticket = near.ticket() if near is not None else None  # before the read is sent
+        pttl = -2
         try:
-            raw = yield RedisGet(user_orgs_key(user_id))
+            if ticket is None:
+                raw = yield RedisGet(user_orgs_key(user_id))
+            else:
+                raw, pttl = decode_near_get((yield near_get_call(user_id)))
         except RedisError:
             self.breaker.record_failure()
             return (yield from self._fallback_program(user_id))
@@ -177,6 +197,8 @@ class ReadPath:
                 log.warning("corrupt cached value for a user; answering from Clerk")
                 return (yield from self._fallback_program(user_id, count_as="misses"))
             self.stats.add("hits")
+            if near is not None and ticket is not None and pttl > 0:
+                near.keep(user_id, memberships, ticket.sent_at + pttl / 1000, ticket)  # refused if overtaken
             return memberships
         self.stats.add("misses")
         return (yield from self._read_through_program(user_id))
@@ -187,6 +209,7 @@ class ReadPath:
         waited = False
         while True:
             token = new_token()
+            acquired_at = clock()  # before the lease's grant: a stored value expires no sooner than this + TTL
             try:
                 state, raw = decode_acquired((yield acquire_call(user_id, token, self.lease_ms)))
             except RedisError:
@@ -203,7 +226,7 @@ class ReadPath:
                 except CorruptValue:
                     return (yield from self._fallback_program(user_id))
             if state is Acquired.LEASE:
-                memberships = yield from self._fetch_and_fill_program(user_id, token)
+                memberships = yield from self._fetch_and_fill_program(user_id, token, acquired_at)
                 return memberships if memberships is not None else []
             if not waited:
                 waited = True
@@ -214,7 +237,9 @@ class ReadPath:
             yield Sleep(delay)
             delay = min(delay * 2, 0.025)
 
-    def _fetch_and_fill_program(self, user_id: str, token: str) -> Program[list[Membership] | None]:
+    def _fetch_and_fill_program(
+        self, user_id: str, token: str, acquired_at: float = 0.0
+    ) -> Program[list[Membership] | None]:
         """Call Clerk under our lease and store the answer if the lease survived.
 
         Returns None for a user Clerk does not know (nothing is stored).
@@ -229,6 +254,8 @@ class ReadPath:
         except BaseException:  # a Clerk error, or the caller gave up (cancelled): waiters need not wait it out
             yield from self._release_program(user_id, token)
             raise
+        near = self.near
+        ticket = near.ticket() if near is not None else None  # before the FILL is sent
         try:
             stored = yield fill_call(fill_for(user_id, token, memberships), self.ttl_seconds)
         except RedisError:
@@ -240,6 +267,8 @@ class ReadPath:
             yield from self._release_program(user_id, token)
             raise
         self.stats.add("fills" if stored else "fills_refused")
+        if stored and near is not None and ticket is not None:
+            near.keep(user_id, memberships, acquired_at + self.ttl_seconds, ticket)
         return memberships
 
     def _release_program(self, user_id: str, token: str) -> Program[None]:

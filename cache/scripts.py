@@ -25,6 +25,9 @@ SCRIPT_NAMES = (
     "clerk_pause",
     "finish_patch",
     "finish_org_patch",
+    "near_register",
+    "near_publish",
+    "near_get",
 )
 """The scripts of the protocol: ``cache/lua/<name>.lua``."""
 

@@ -44,7 +44,7 @@ from cache.contract import (
 from cache.durability import ReplicaWait, WaitPolicy
 from cache.errors import ClerkAuthError, ClerkCacheError, ClerkNotFound, ClerkUnavailable, ConfigError
 from cache.io import SyncIO
-from cache.protocol import Target, record_program, refresh_user, reread_org_members
+from cache.protocol import Target, near_invalidate_program, record_program, refresh_user, reread_org_members
 from service.redis_checks import ChecksUnavailable, risky_settings
 from worker.queue import enqueue_drain, refresh_queue
 from worker.refresher import Refresher
@@ -108,9 +108,11 @@ def cmd_get(args: argparse.Namespace) -> int:
 def _record(targets: Sequence[Target]) -> int:
     settings = _settings(need_clerk_key=False)
     redis = _redis(settings)
-    recorded = SyncIO(redis).run(record_program(targets, durable=ReplicaWait(WaitPolicy.from_settings(settings))))
+    io = SyncIO(redis)
+    recorded = io.run(record_program(targets, durable=ReplicaWait(WaitPolicy.from_settings(settings))))
     if recorded.schedule_drain:
         enqueue_drain(refresh_queue(redis), settings.refresh_retry_intervals)
+    io.run(near_invalidate_program(targets, block_s=1.0))  # every app's near-cache dropped them, or its lease ran out
     print(f"invalidated {recorded.invalidated} cached value(s); the worker re-warms them")
     return 0
 

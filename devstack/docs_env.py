@@ -96,6 +96,14 @@ DESCRIPTIONS: dict[str, Described] = {
         "how often the worker's maintenance pass (RQ's own, between jobs and while idle) runs; it also queues a "
         "drain for work no job is handling (a lost job, a dead worker's job, retries run out)"
     ),
+    "NEAR_CACHE_SIZE": Described(
+        "users each app process keeps in its in-process near-cache (LRU); `0` turns it off. Local hits cost about "
+        "1 µs and are never served past an acknowledged revocation (docs/architecture.md, *The near-cache*)",
+    ),
+    "NEAR_CACHE_LEASE_MS": Described(
+        "the near-cache's registration lease L (500 to 5000): a revocation a hung app process never acknowledges "
+        "waits at most L plus a twentieth before its 2xx"
+    ),
     "LOG_FORMAT": Described("`json` or `text` (human-readable, the default of `./dev serve`)"),
     "LOG_LEVEL": Described("`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`"),
 }

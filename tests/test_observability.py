@@ -300,6 +300,12 @@ def test_importing_the_library_registers_only_lookup_metrics() -> None:
                 "clerk_org_cache_clerk_responses",
                 "clerk_org_cache_fills",
                 "clerk_org_cache_lookups",
+                "clerk_org_cache_near_ack_seconds",
+                "clerk_org_cache_near_drops",
+                "clerk_org_cache_near_keeps",
+                "clerk_org_cache_near_lapse_wait_seconds",
+                "clerk_org_cache_near_lapsed",
+                "clerk_org_cache_near_lease_age_seconds",
                 "clerk_org_cache_single_flight_waits",
             ]
         )

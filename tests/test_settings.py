@@ -33,6 +33,8 @@ BAD = {
     "REFRESH_RETRY_INTERVALS": "soon",
     "WORKER_METRICS_PORT": "70000",
     "WORKER_SWEEP_SECONDS": "never",
+    "NEAR_CACHE_SIZE": "-1",
+    "NEAR_CACHE_LEASE_MS": "100",  # below the 500 ms a renewal every L/4 needs
     "LOG_FORMAT": "xml",
     "LOG_LEVEL": "verbose",
 }

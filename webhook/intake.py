@@ -21,7 +21,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cache.config import DEFAULT_RETRY_INTERVALS
 from cache.durability import NotReplicated, ReplicaWait
 from cache.io import SyncIO
-from cache.protocol import Recorded, ScriptSupport, Target, forget_call, record_program
+from cache.near import observe_near
+from cache.protocol import (
+    NearRegistry,
+    Recorded,
+    ScriptSupport,
+    Target,
+    forget_call,
+    near_invalidate_program,
+    record_program,
+)
 from worker.queue import enqueue_drain, refresh_queue
 
 
@@ -39,15 +48,22 @@ class EventRecorder:
         self._queue = refresh_queue(redis)
         self._retry_intervals = retry_intervals
         self._durable = durable
+        self._near = NearRegistry()
 
     def record_event(self, svix_id: str, targets: Sequence[Target]) -> Recorded:
         """Raises RedisError, or NotReplicated when too few replicas acknowledged in time: the
         event is not recorded safely (answer 503: Svix retries, and the retry is not taken for a
-        duplicate, since the message id is forgotten)."""
+        duplicate, since the message id is forgotten).
+
+        After the record, every registered near-cache (`cache.near`) is sent the invalidation, and this
+        returns only once each has acknowledged it or its lease has run out: a duplicate sends it again,
+        since the first delivery's send may have failed."""
         try:
             recorded = self._io.run(record_program(targets, svix_id, durable=self._durable, support=self._support))
             if recorded.schedule_drain:
                 enqueue_drain(self._queue, self._retry_intervals)
+            # block_s under INTAKE_TIMEOUT_S
+            observe_near(self._io.run(near_invalidate_program(targets, block_s=1.0, registry=self._near)))
         except (RedisError, NotReplicated) as exc:
             # If Redis is gone, the record stays; a duplicate's WAIT still covers this delivery's writes, and
             # the sweep queues any drain a kept marker holds back. A Redis that hangs (a timeout) would hang

@@ -20,20 +20,36 @@ from cache.config import Settings
 from cache.connections import RedisTarget, async_cache_redis
 from cache.contract import Membership
 from cache.durability import ReplicaWait, WaitPolicy
+from cache.near import NearCache, near_cache_from_settings
 
 
 def build_cache(settings: Settings) -> AsyncMembershipCache:
     """An async cache with its own fail-fast Redis client (through Sentinel when configured) and httpx client."""
-    redis = async_cache_redis(RedisTarget.from_settings(settings))
+    target = RedisTarget.from_settings(settings)
+    redis = async_cache_redis(target)
     budget = AsyncClerkBudget(redis, BudgetPolicy.from_settings(settings))
+    durable = ReplicaWait(WaitPolicy.from_settings(settings))
     return AsyncMembershipCache(
         redis,
         AsyncClerkClient(
             settings.clerk_secret_key, settings.clerk_api_url, budget=budget, priority=Priority.INTERACTIVE
         ),
         ttl_seconds=settings.user_orgs_ttl_seconds,
-        durable=ReplicaWait(WaitPolicy.from_settings(settings)),
+        durable=durable,
+        near=_process_near(settings, target, durable),
     )
+
+
+_near: dict[tuple[object, ...], NearCache | None] = {}
+
+
+def _process_near(settings: Settings, target: RedisTarget, durable: ReplicaWait) -> NearCache | None:
+    """One near-cache per process and configuration, shared by every loop's cache: its threads and
+    clients are blocking ones of its own, so it belongs to no event loop (and one registration serves all)."""
+    key = (target, settings.near_cache_size, settings.near_cache_lease_ms)
+    if key not in _near:
+        _near[key] = near_cache_from_settings(settings, target, durable)
+    return _near[key]
 
 
 _installed: AsyncMembershipCache | None = None

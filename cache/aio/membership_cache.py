@@ -42,6 +42,11 @@ class AsyncMembershipCache(MembershipCacheBase):
 
     async def get_memberships(self, user_id: str) -> list[Membership]:
         """The user's memberships; raises ClerkError subclasses only if Clerk is needed and fails."""
+        near = self.read_path.near
+        if near is not None:
+            hit = near.get(user_id)  # a dict read: no await, no I/O
+            if hit is not None:
+                return hit
         check_user_id(user_id)
         loop = asyncio.get_running_loop()
         flight = self._forming.get(user_id)
