@@ -16,7 +16,7 @@ from devstack.stack import REPO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./dev chaos", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="./dev chaos", description="A chaos soak with an oracle: real processes, seeded faults, every lookup checked (docs/chaos.md).")
     parser.add_argument("--minutes", type=float, default=10.0, help="how long faults and changes go on (default 10)")
     parser.add_argument("--seed", type=int, default=None, help="the seed of every random choice (default: the time)")
     parser.add_argument("--out", type=Path, default=None, help="where the history and report go")
