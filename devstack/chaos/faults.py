@@ -18,6 +18,9 @@ from devstack.chaos.topology import ChaosTopology, Child
 
 KINDS = (
     "primary_kill",
+    "primary_kill_lagging",
+    "primary_restart_empty",
+    "replica_restart_empty",
     "worker_kill",
     "web_kill",
     "app_kill",
@@ -27,6 +30,7 @@ KINDS = (
     "clerk_5xx",
 )
 BASE_LATENCY_S = 0.005
+ANSWER_DELAY_S = 0.004  # an answer lands this long after it was computed: reads race changes (as in test_soak)
 
 
 class FaultInjector:
@@ -43,6 +47,9 @@ class FaultInjector:
         self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self._actions: dict[str, Callable[[], dict[str, object]]] = {
             "primary_kill": self.primary_kill,
+            "primary_kill_lagging": lambda: self.primary_kill(lagging=True),
+            "primary_restart_empty": self.primary_restart_empty,
+            "replica_restart_empty": self.replica_restart_empty,
             "worker_kill": lambda: self.kill_restart(self.topology.workers),
             "web_kill": self.web_kill,
             "app_kill": lambda: self.kill_restart(self.topology.apps),
@@ -54,6 +61,7 @@ class FaultInjector:
 
     def start(self) -> FaultInjector:
         self.clerk.latency_s = BASE_LATENCY_S
+        self.clerk.answer_delay_s = ANSWER_DELAY_S
         self._thread.start()
         return self
 
@@ -80,14 +88,52 @@ class FaultInjector:
 
     # -- the faults -----------------------------------------------------------------------------------
 
-    def primary_kill(self) -> dict[str, object]:
+    def primary_kill(self, *, lagging: bool = False) -> dict[str, object]:
+        """SIGKILL the primary; Sentinel promotes a replica; the old one comes back as a replica, empty.
+
+        ``lagging``: first the replicas stop applying the primary's stream (CLIENT PAUSE WRITE, as a
+        replica that lags behind), so what the primary acknowledged in the last moments is lost with it:
+        the loss asynchronous replication allows, and the one WAIT is there to keep from acknowledged events.
+        """
         redis = self.topology.redis
+        if lagging:
+            for replica in redis.replicas:
+                replica.client_pause(3000, "WRITE")  # well past the kill: what they hold back is then lost
+            time.sleep(self.rng.uniform(0.4, 1.2))  # events arrive meanwhile
         old = redis.kill_primary()
         killed = time.time()
         failover_s = redis.wait_for_failover(old.port, timeout_s=30)
         redis.restart_as_replica(old, timeout_s=20)
         self.topology.write_processes()
-        return {"target": f"redis:{old.port}", "failover_s": round(failover_s, 3), "rejoined_s": time.time() - killed}
+        rejoined_s = round(time.time() - killed, 3)
+        return {
+            "target": f"redis:{old.port}",
+            "killed_at": killed,
+            "failover_s": round(failover_s, 3),
+            "rejoined_s": rejoined_s,
+        }
+
+    def primary_restart_empty(self) -> dict[str, object]:
+        """The primary crashes and comes straight back on its port with nothing (no persistence), faster
+        than the sentinels decide it is down: the replicas resync from it and lose everything too."""
+        redis = self.topology.redis
+        primary = redis.primary
+        primary.kill()
+        killed = time.time()
+        primary.replica_of = None
+        primary.start()
+        settled_s = redis.wait_until_settled(timeout_s=30)
+        self.topology.write_processes()
+        return {"target": f"redis:{primary.port}", "killed_at": killed, "settled_s": round(settled_s, 3)}
+
+    def replica_restart_empty(self) -> dict[str, object]:
+        """A replica crashes and comes back empty; it resyncs from the primary."""
+        redis = self.topology.redis
+        replica = self.rng.choice(redis.replicas)
+        replica.kill()
+        redis.restart_as_replica(replica, timeout_s=20)
+        self.topology.write_processes()
+        return {"target": f"redis:{replica.port}"}
 
     def kill_restart(self, children: list[Child]) -> dict[str, object]:
         child = self.rng.choice(children)

@@ -111,7 +111,8 @@ def _recovery(
 ) -> float | None:
     """Seconds from the fault's start until what it broke worked again (see docs/chaos.md)."""
     kind, start, end = fault["kind"], fault["t0"], fault["t1"]
-    if kind == "primary_kill":  # the first event acknowledged that was sent after the kill
+    if kind.startswith("primary_"):  # from the kill to the first event acknowledged that was sent after it
+        start = fault.get("killed_at", start)
         times = [d["t1"] for d in deliveries if 200 <= d["status"] < 300 and d["t0"] > start]
     elif kind == "web_kill":  # the first 2xx of that web process after its restart
         url = webs.get(fault.get("target", ""), "")

@@ -61,8 +61,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(minutes: float, seed: int, out: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """One run; returns the report (also written to ``out/report.json``)."""
+def run(
+    minutes: float, seed: int, out: Path, *, wait_replicas: str = "auto", say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """One run; returns the report (also written to ``out/report.json``). ``wait_replicas`` is
+    ``REDIS_WAIT_REPLICAS`` for every process (``0``, WAIT off, is the control: it must lose events)."""
     out.mkdir(parents=True, exist_ok=True)
     for pattern in RUN_FILES:  # a directory used before: its old history must not be judged again
         for old in out.glob(pattern):
@@ -80,7 +83,7 @@ def run(minutes: float, seed: int, out: Path, say: Callable[[str], None] = print
             world = World(clerk, random.Random(f"{seed}:world"), history)
             world.setup()
             say(f"chaos: starting the topology in {out}")
-            topology = ChaosTopology(clerk, world, out, secret).start()
+            topology = ChaosTopology(clerk, world, out, secret, wait_replicas=wait_replicas).start()
             webs = dict(zip([w.name for w in topology.webs], topology.web_urls(), strict=True))
             history.write("topology", t=time.time(), webs=webs)
             deliverer = Deliverer(secret, topology.web_urls, random.Random(f"{seed}:delivery"), history).start()
@@ -90,7 +93,7 @@ def run(minutes: float, seed: int, out: Path, say: Callable[[str], None] = print
             end = time.time() + minutes * 60
             while time.time() < end:
                 deliverer.send(world.step())
-                time.sleep(pace.uniform(0.05, 0.35))
+                time.sleep(pace.uniform(0.1, 0.5))  # ~3 changes a second: each user's every ~15 s
             say("chaos: quiet: faults stop, every event is delivered, the worker drains")
             faults.stop()
             quiet = time.time()
@@ -112,7 +115,13 @@ def run(minutes: float, seed: int, out: Path, say: Callable[[str], None] = print
             finally:
                 signal.signal(signal.SIGINT, previous)
     verdict = Oracle(out).check()
-    info = {"seed": seed, "minutes": minutes, "commit": commit(), "wall_s": round(time.time() - started, 1)}
+    info = {
+        "seed": seed,
+        "minutes": minutes,
+        "commit": commit(),
+        "wait_replicas": wait_replicas,
+        "wall_s": round(time.time() - started, 1),
+    }
     report = build(out, verdict, info)
     say(summary(report))
     return report

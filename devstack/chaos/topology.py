@@ -99,7 +99,10 @@ class Child:
 
 
 class ChaosTopology:
-    def __init__(self, clerk: ClerkStandIn, world: World, out: Path, secret: str, *, ttl_s: int = 20) -> None:
+    def __init__(
+        self, clerk: ClerkStandIn, world: World, out: Path, secret: str, *, ttl_s: int = 60, wait_replicas: str = "auto"
+    ) -> None:
+        self.wait_replicas = wait_replicas
         self.clerk = clerk
         self.world = world
         self.out = out
@@ -130,7 +133,7 @@ class ChaosTopology:
             "REDIS_URL": f"redis://127.0.0.1:{self.redis.nodes[0].port}/0",  # only the db under Sentinel
             "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in self.redis.sentinels),
             "REDIS_SENTINEL_MASTER": self.redis.master_name,
-            "REDIS_WAIT_REPLICAS": "auto",
+            "REDIS_WAIT_REPLICAS": self.wait_replicas,
             "REDIS_WAIT_TIMEOUT_MS": "500",
             "CLERK_SECRET_KEY": CLERK_KEY,
             "CLERK_API_URL": self.clerk.url,

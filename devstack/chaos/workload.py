@@ -52,7 +52,7 @@ class Change:
 class World:
     """The users, orgs and roles of a run, in a Clerk stand-in; `step` makes one random change."""
 
-    def __init__(self, clerk: ClerkStandIn, rng: random.Random, history: History, *, users: int = 12) -> None:
+    def __init__(self, clerk: ClerkStandIn, rng: random.Random, history: History, *, users: int = 36) -> None:
         self.clerk = clerk
         self.rng = rng
         self.history = history
