@@ -120,6 +120,7 @@ class FaultInjector:
         primary = redis.primary
         primary.kill()
         killed = time.time()
+        (primary.log_path.parent / "dump.rdb").unlink(missing_ok=True)  # empty means empty (see topology)
         primary.replica_of = None
         primary.start()
         settled_s = redis.wait_until_settled(timeout_s=30)

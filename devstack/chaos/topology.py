@@ -108,7 +108,12 @@ class ChaosTopology:
         self.out = out
         self.secret = secret
         self.ttl_s = ttl_s
-        self.redis = SentinelTopology(replicas=2, sentinels=3, failover_timeout_ms=2000)
+        # Without persistence for real: a replica's full sync would otherwise leave dump.rdb in its directory,
+        # which it loads when restarted, bringing back values from before acknowledged revocations (found by
+        # this soak: docs/chaos.md). swapdb loads the primary's data straight from the socket.
+        self.redis = SentinelTopology(
+            replicas=2, sentinels=3, failover_timeout_ms=2000, node_args=("--repl-diskless-load", "swapdb")
+        )
         self.webs: list[Child] = []
         self.workers: list[Child] = []
         self.apps: list[Child] = []
