@@ -288,6 +288,34 @@ class SentinelTopology:
 
         return _poll(failed_over, timeout_s, f"the sentinels to promote a replica of port {old_port}")
 
+    def wait_until_settled(self, timeout_s: float = 15.0) -> float:
+        """Seconds until every running sentinel names one primary, it answers ROLE as master, and every other
+        running node is its replica with the link up: after a restart or failover, whichever happened."""
+
+        def settled() -> bool:
+            named: set[int] = set()
+            for sentinel in self._sentinels:
+                if sentinel.pid is None:
+                    continue
+                with sentinel.client() as client:
+                    named.add(int(client.sentinel_get_master_addr_by_name(self.master_name)[1]))
+            if len(named) != 1:
+                return False
+            (port,) = named
+            with _probe(HOST, port) as client:
+                if client.execute_command("ROLE")[0] != "master":
+                    return False
+            for node in self.nodes:
+                if node.port == port or not node.running:
+                    continue
+                with node.client(socket_connect_timeout=0.2, socket_timeout=0.5, retry=no_retry()) as client:
+                    info = client.info("replication")
+                if not (info.get("master_port") == port and info.get("master_link_status") == "up"):
+                    return False
+            return True
+
+        return _poll(settled, timeout_s, "one primary named by every sentinel, with every replica linked to it")
+
     def restart_as_replica(self, server: RedisServer, timeout_s: float = 10.0) -> None:
         """Start a killed node again, on its port and empty, as a replica of the current primary;
         return once its link is up and every sentinel lists it as a healthy replica."""

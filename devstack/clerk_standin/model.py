@@ -88,6 +88,11 @@ class Model:
             ms = ordered(list(self._by_user.get(user_id, {}).values()))
             return [self.membership_json(m) for m in ms]
 
+    def role_permissions(self, role_key: str) -> list[str]:
+        """The permission keys a holder of the role reads now ([] for a role that does not exist)."""
+        with self.lock:
+            return self.roles.permissions_of(role_key)
+
     def _get_org(self, org_id: str) -> Org:
         org = self._orgs.get(org_id)
         if org is None:

@@ -13,6 +13,7 @@ header, retries and connection reuse:
 import contextlib
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -184,6 +185,13 @@ class _Server(ThreadingHTTPServer):
         self.api = api
         self.conns_lock = threading.Lock()
         self.conns: set[socket.socket] = set()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (killed, or its connection cut) is what a chaos run does on
+        purpose: not worth a traceback on stderr. Anything else still gets one."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -69,6 +69,10 @@ class ClerkStandIn:
     def memberships_of(self, user_id: str) -> list[JSON]:
         return self._model.memberships_of(user_id)
 
+    def role_permissions(self, role_key: str) -> list[str]:
+        """What a holder of the role reads as its ``permissions`` now, held or not (an oracle's truth)."""
+        return self._model.role_permissions(role_key)
+
     def create_org(
         self, name: str, slug: str | None = None, org_id: str | None = None, image_url: str | None = None
     ) -> JSON:
