@@ -29,7 +29,7 @@ from redis import Redis
 from devstack.clerk_standin import ClerkStandIn
 from devstack.clerk_standin.shapes import StandInConflict
 from devstack.redis_server import RedisServer, free_port
-from devstack.signing import signed_event
+from devstack.signing import new_message_id, signed_event
 from devstack.stack import REPO, LocalStack
 from devstack.waiting import wait_until
 from tests.door_apps import PID_HEADER
@@ -170,9 +170,9 @@ def same_process(door: Door) -> Iterator[Door]:
     assert len(door.pids) == 1, f"answers came from processes {door.pids}"
 
 
-def deliver(intake: str, event: dict[str, Any]) -> tuple[int, Any]:
-    """Clerk's webhook for ``event``, signed as Svix signs it, posted to the intake."""
-    body, headers = signed_event(SIGNING_SECRET, event)
+def deliver(intake: str, event: dict[str, Any], **signing: Any) -> tuple[int, Any]:
+    """Clerk's webhook for ``event``, signed as Svix signs it (``signing``: msg_id, timestamp), posted to the intake."""
+    body, headers = signed_event(SIGNING_SECRET, event, **signing)
     response = requests.post(intake + "/webhooks/clerk", data=body, headers=headers, timeout=30)
     return response.status_code, response.json()
 
@@ -412,6 +412,30 @@ def test_a_role_change_is_refused_at_the_door_for_a_thousand_holders_with_the_wo
         finally:
             for process in (server, web):
                 stop_process(process)
+
+
+def test_late_and_duplicated_role_events_never_give_a_lost_permission_back(
+    same_process: Door, intake: str, door_clerk: ClerkStandIn, invoicer: Invoicer
+) -> None:
+    """The role loses the permission, regains it, loses it again; Svix delivers the last change first, the
+    middle one late, the last again (the same message id), and the first last. Events are triggers: each
+    only makes the cache read Clerk again, so the door ends where Clerk is, refusing."""
+    door, who = same_process, invoicer
+    new_invoice = f"/orgs/{who.org}/invoices/new"
+    assert door.get(new_invoice, who.user) == (200, {"org_id": who.org, "role": who.role})
+    without, regained = ["org:sys_memberships:read"], ["org:sys_memberships:read", INVOICES_CREATE]
+    first = door_clerk.update_role(who.role, permissions=without)
+    middle = door_clerk.update_role(who.role, permissions=regained)
+    last = door_clerk.update_role(who.role, permissions=without)
+    last_id = new_message_id()
+
+    assert deliver(intake, last, msg_id=last_id) == PROCESSED
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
+    assert deliver(intake, middle) == PROCESSED  # late: it names the role, not what it had then
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
+    assert deliver(intake, last, msg_id=last_id) == (200, {"status": "duplicate"})
+    assert deliver(intake, first) == PROCESSED
+    assert door.get(new_invoice, who.user) == PERMISSION_NOT_ALLOWED
 
 
 def test_a_role_deleted_after_its_holder_was_moved_off_leaves_the_door_refusing(
