@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -131,6 +132,16 @@ class LocalStack:
 
 
 # -- process-tree tools (Linux) ----------------------------------------------------------
+
+
+def procfile_command(process: str) -> list[str]:
+    """The Procfile's command for ``process`` (``web``, ``worker``), with ``python`` as this interpreter."""
+    for line in (REPO / "Procfile").read_text().splitlines():
+        name, colon, command = line.partition(":")
+        if colon and name.strip() == process:
+            argv = shlex.split(command)
+            return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
+    raise LookupError(f"the Procfile has no {process!r} process")
 
 
 def _prctl() -> Callable[..., int] | None:

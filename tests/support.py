@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from cache.connections import RedisTarget, cache_redis
 from devstack.clerk_standin import SAMPLE_ORG_IDS, SAMPLE_USER_IDS, ClerkStandIn
 from devstack.redis_server import free_port
 from devstack.signing import new_signing_secret, signed_event
-from devstack.stack import REPO
+from devstack.stack import REPO, procfile_command
 from devstack.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -167,16 +166,6 @@ def run_module(
         timeout=timeout_s,
         cwd=REPO,
     )
-
-
-def procfile_command(process: str) -> list[str]:
-    """The Procfile's command for ``process`` (``web``, ``worker``), with ``python`` as this interpreter."""
-    for line in (REPO / "Procfile").read_text().splitlines():
-        name, colon, command = line.partition(":")
-        if colon and name.strip() == process:
-            argv = shlex.split(command)
-            return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
-    raise LookupError(f"the Procfile has no {process!r} process")
 
 
 def start_process(

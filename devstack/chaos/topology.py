@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -28,21 +27,11 @@ from devstack.chaos.workload import World
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import free_port
 from devstack.redis_topology import SentinelTopology
-from devstack.stack import REPO, follow_parent
+from devstack.stack import REPO, follow_parent, procfile_command
 from devstack.waiting import wait_until
 
 CLERK_KEY = "sk_test_chaos_" + "k3y" * 8
 APP_MODES = ("sync", "async", "door")
-
-
-def procfile_command(process: str) -> list[str]:
-    """The Procfile's command for ``process``, with ``python`` as this interpreter."""
-    for line in (REPO / "Procfile").read_text().splitlines():
-        name, colon, command = line.partition(":")
-        if colon and name.strip() == process:
-            argv = shlex.split(command)
-            return [sys.executable, *argv[1:]] if argv[0] == "python" else argv
-    raise LookupError(f"the Procfile has no {process!r} process")
 
 
 @dataclass
