@@ -259,6 +259,9 @@ def settle(topology: SentinelTopology) -> None:
     from cache.durability import online_replicas
 
     topology.wait_until_settled(timeout_s=30)
+    for node in topology.replicas:  # an earlier test's CLIENT PAUSE may still hold back their acknowledgements
+        with node.client() as client:
+            client.execute_command("CLIENT", "UNPAUSE")
 
     def caught_up() -> bool:
         with Redis.from_url(topology.primary.url) as primary:
@@ -280,7 +283,7 @@ def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
     cache = make_cache(target, clerk.url)
     durable = MembershipCache(
-        cache.redis, cache.clerk, durable=ReplicaWait(WaitPolicy(replicas=None, timeout_ms=200, under_sentinel=True))
+        cache.redis, cache.clerk, durable=ReplicaWait(WaitPolicy(replicas=None, timeout_ms=300, under_sentinel=True))
     )
     settle(topology)
     cached_member(clerk, durable, ALICE)
