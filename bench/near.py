@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from devstack.clerk_standin import ClerkStandIn
 from devstack.signing import new_message_id, signed_event
 from devstack.stack import REPO
 from devstack.waiting import wait_until
-from tests.support import CLERK_KEY, SIGNING_SECRET, procfile_process, stack_env
+from tests.support import CLERK_KEY, SIGNING_SECRET, near_app_env, procfile_process, stack_env
 
 LEASE_MS = 2000
 
@@ -128,18 +127,6 @@ async def _async_hits(redis_url: str, clerk_url: str, user_id: str, near: NearCa
         await today.aclose()
 
 
-def _app_env(redis_url: str, clerk: ClerkStandIn) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "REDIS_URL": redis_url,
-        "CLERK_SECRET_KEY": CLERK_KEY,
-        "CLERK_API_URL": clerk.url,
-        "NEAR_CACHE_SIZE": "1000",
-        "NEAR_CACHE_LEASE_MS": str(LEASE_MS),
-    }
-
-
 def _event(i: int) -> dict[str, Any]:
     return {
         "type": "organizationMembership.updated",
@@ -169,7 +156,7 @@ def intake_with_near(redis_url: str, clerk: ClerkStandIn, quick: bool) -> dict[s
                         subprocess.Popen(
                             [sys.executable, "-m", "tests.near_app", "sync"],
                             cwd=REPO,
-                            env=_app_env(redis_url, clerk),
+                            env=near_app_env(redis_url, clerk, LEASE_MS),
                             stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL,
                         )

@@ -123,6 +123,20 @@ def post_event(client: FlaskClient, event: dict[str, Any], *, secret: str = SIGN
 # -- the Procfile's processes -------------------------------------------------------------------
 
 
+def near_app_env(redis_url: str, clerk: ClerkStandIn, lease_ms: int, **extra: str) -> dict[str, str]:
+    """The environment of a `tests.near_app` process: this checkout, a Redis, the stand-in, a near-cache."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": redis_url,
+        "CLERK_SECRET_KEY": CLERK_KEY,
+        "CLERK_API_URL": clerk.url,
+        "NEAR_CACHE_SIZE": "1000",
+        "NEAR_CACHE_LEASE_MS": str(lease_ms),
+        **extra,
+    }
+
+
 def service_env(redis_url: str, clerk_url: str, secret: str = SIGNING_SECRET) -> dict[str, str]:
     """The variables that point a process (web, worker, CLI) at a Redis, a Clerk and a signing secret."""
     return {

@@ -37,10 +37,10 @@ from tests.redis_proxy import ReplyHoldingProxy
 from tests.support import (
     ALICE,
     BOB,
-    CLERK_KEY,
     METRICS_AUTH,
     SIGNING_SECRET,
     make_cache,
+    near_app_env,
     orgs_with_member,
     procfile_process,
     stack_env,
@@ -110,19 +110,6 @@ class App:
                 self.process.wait()
 
 
-def app_env(redis_url: str, clerk: ClerkStandIn, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "REDIS_URL": redis_url,
-        "CLERK_SECRET_KEY": CLERK_KEY,
-        "CLERK_API_URL": clerk.url,
-        "NEAR_CACHE_SIZE": "1000",
-        "NEAR_CACHE_LEASE_MS": str(LEASE_MS),
-        **extra,
-    }
-
-
 @contextmanager
 def intake(redis_url: str, clerk: ClerkStandIn) -> Iterator[str]:
     """The Procfile's web process; its base URL."""
@@ -142,7 +129,7 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def apps(redis_url: str, clerk: ClerkStandIn, *kinds: str, **extra: str) -> Iterator[list[App]]:
-    started = [App(kind, app_env(redis_url, clerk, **extra)) for kind in kinds]
+    started = [App(kind, near_app_env(redis_url, clerk, LEASE_MS, **extra)) for kind in kinds]
     try:
         for app in started:
             app.wait_serving()
