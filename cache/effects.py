@@ -58,6 +58,13 @@ class RedisCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class SentinelReplicas:
+    """How many replicas the sentinels could promote for the primary this runner's client follows (listed,
+    and neither held down nor unreachable; syncing ones count): an int, or None when no sentinel answered
+    or the client has none."""
+
+
+@dataclass(frozen=True, slots=True)
 class RedisPipeline:
     """Several commands in one round trip on one connection (so WAIT covers the script before it)."""
 
@@ -97,7 +104,7 @@ class Sleep:
     seconds: float
 
 
-Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep
+Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | SentinelReplicas
 
 Program = Generator[Effect, Any, T]
 """A decision procedure: yields effects, receives their results, returns its answer."""

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import requests
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import RedisError
 
 from cache.effects import (
     HttpFailed,
@@ -25,6 +26,7 @@ from cache.effects import (
     RedisGet,
     RedisPipeline,
     RunScript,
+    SentinelReplicas,
     Sleep,
 )
 from cache.scripts import LoadedScripts
@@ -75,6 +77,8 @@ class SyncIO:
             return self._redis().execute_command(*effect.args)  # type: ignore[no-untyped-call]
         if isinstance(effect, RedisPipeline):
             return self.pipeline(effect)
+        if isinstance(effect, SentinelReplicas):
+            return self._sentinel_replicas()
         raise TypeError(f"not an effect: {effect!r}")
 
     def pipeline(self, effect: RedisPipeline) -> list[Any]:
@@ -85,6 +89,22 @@ class SyncIO:
                 else:
                     pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
             return pipe.execute()
+
+    def _sentinel_replicas(self) -> int | None:
+        """The first answering sentinel's count of the replicas it could promote: those it lists for the master
+        that it does not hold down (s_down, o_down) or cannot reach (disconnected), as its failover skips them."""
+        pool = self._redis().connection_pool
+        manager = getattr(pool, "sentinel_manager", None)
+        if manager is None:
+            return None
+        for sentinel in manager.sentinels:
+            try:
+                replicas = sentinel.sentinel_slaves(pool.service_name)  # type: ignore[attr-defined]
+            except RedisError:
+                continue
+            down = ("is_sdown", "is_odown", "is_disconnected")
+            return sum(1 for replica in replicas if not any(replica.get(flag) for flag in down))
+        return None
 
     def _redis(self) -> Redis:
         assert self.redis is not None, "this runner has no Redis client"

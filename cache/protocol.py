@@ -39,7 +39,7 @@ from redis.exceptions import ResponseError
 from cache import contract
 from cache.config import MAX_NEAR_CACHE_LEASE_MS
 from cache.durability import ReplicaWait
-from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, Sleep
+from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, SentinelReplicas, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,15 @@ class ScriptSupport:
         self.shebang_refused = False  # the server refuses `#!lua flags=` (Redis < 7, some managed services)
 
 
+def _replica_counts_program(durable: ReplicaWait) -> Program[None]:
+    """What ``durable`` needs to know before its WAIT: the primary's replicas (first write only) and the
+    sentinels' count of them (every `cache.durability.KNOWN_REFRESH_S`)."""
+    if durable.needs_prime:
+        durable.learn((yield RedisCommand(("INFO", "replication"))))
+    if durable.needs_known:
+        durable.know((yield SentinelReplicas()))
+
+
 def record_program(
     targets: Sequence[Target],
     svix_id: str | None = None,
@@ -327,8 +336,8 @@ def record_program(
     ]
     args += [target.encode() for target in targets]
     durable = durable if durable is not None and durable.active else None
-    if durable is not None and durable.needs_prime:
-        durable.learn((yield RedisCommand(("INFO", "replication"))))
+    if durable is not None:
+        yield from _replica_counts_program(durable)
     while True:
         call = RunScript("record", tuple(keys), tuple(args), unflagged=support.shebang_refused)
         try:
@@ -402,8 +411,7 @@ def near_register_program(
     if durable is None:
         reply = yield call
     else:
-        if durable.needs_prime:
-            durable.learn((yield RedisCommand(("INFO", "replication"))))
+        yield from _replica_counts_program(durable)
         replies = yield RedisPipeline((call, *durable.commands()))
         durable.check(replies)
         reply = replies[0]

@@ -300,6 +300,43 @@ def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     primary.close()
 
 
+def test_a_revocation_is_not_acknowledged_while_a_replica_the_sentinels_know_follows_another_primary(
+    topology: SentinelTopology, clerk: ClerkStandIn
+) -> None:
+    """The split the chaos soak found (docs/chaos.md): a replica promoted behind the sentinels' back (a
+    promotion command that reached a stalled replica late) leaves the old primary listing one replica, the
+    other. A revocation that one acknowledges is lost when it follows the new primary, so every replica the
+    sentinels know must acknowledge: the intake answers 503 (Svix retries) until the topology is whole."""
+    from devstack.redis_topology import HOST
+    from tests.support import ALICE, cached_member, intake_client, post_event
+
+    settle(topology)
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    cache = make_cache(target, clerk.url)
+    acme = cached_member(clerk, cache, ALICE)
+    primary, (stray, follower) = topology.primary, topology.replicas
+    env = {"REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in topology.sentinels)}
+    env |= {"REDIS_SENTINEL_MASTER": topology.master_name, "REDIS_WAIT_TIMEOUT_MS": "300"}
+    client = intake_client(primary.url, **env)
+    with stray.client() as stray_client:
+        stray_client.replicaof("NO", "ONE")
+    try:
+        with Redis.from_url(primary.url) as redis:
+            wait_until(lambda: redis.info("replication")["connected_slaves"] == 1, 10, what="the primary to list one")
+        response = post_event(client, clerk.update_membership(ALICE, acme, "org:admin"))
+        assert response.status_code == 503, response.get_data(as_text=True)
+        with Redis.from_url(primary.url) as redis:  # the revocation stands on the primary meanwhile
+            assert redis.exists(f"user-orgs:{ALICE}") == 0
+        with follower.client() as follower_client:
+            assert follower_client.exists(f"user-orgs:{ALICE}") == 0  # the one replica following it has it too
+    finally:
+        with stray.client() as stray_client:
+            stray_client.replicaof(HOST, primary.port)
+        settle(topology)
+    response = post_event(client, clerk.update_membership(ALICE, acme, "org:member"))
+    assert response.status_code == 200, response.get_data(as_text=True)  # whole again: acknowledged
+
+
 def test_a_worker_pointed_at_a_replica_waits_quietly_and_resumes_once_it_is_promoted(
     clerk: ClerkStandIn, tmp_path: Path
 ) -> None:

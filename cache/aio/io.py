@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from cache.effects import (
     HttpFailed,
@@ -26,6 +27,7 @@ from cache.effects import (
     RedisGet,
     RedisPipeline,
     RunScript,
+    SentinelReplicas,
     Sleep,
 )
 from cache.scripts import LoadedScripts
@@ -76,6 +78,8 @@ class AsyncIO:
             return await self._redis().execute_command(*effect.args)  # type: ignore[no-untyped-call]
         if isinstance(effect, RedisPipeline):
             return await self.pipeline(effect)
+        if isinstance(effect, SentinelReplicas):
+            return await self._sentinel_replicas()
         raise TypeError(f"not an effect: {effect!r}")
 
     async def pipeline(self, effect: RedisPipeline) -> list[Any]:
@@ -86,6 +90,22 @@ class AsyncIO:
                 else:
                     pipe.execute_command(*step.args)
             return await pipe.execute()
+
+    async def _sentinel_replicas(self) -> int | None:
+        """The first answering sentinel's count of the replicas it could promote: those it lists for the master
+        that it does not hold down (s_down, o_down) or cannot reach (disconnected), as its failover skips them."""
+        pool = self._redis().connection_pool
+        manager = getattr(pool, "sentinel_manager", None)
+        if manager is None:
+            return None
+        for sentinel in manager.sentinels:
+            try:
+                replicas = await sentinel.sentinel_slaves(pool.service_name)  # type: ignore[attr-defined]
+            except RedisError:
+                continue
+            down = ("is_sdown", "is_odown", "is_disconnected")
+            return sum(1 for replica in replicas if not any(replica.get(flag) for flag in down))
+        return None
 
     def _redis(self) -> Redis:
         assert self.redis is not None, "this runner has no Redis client"
