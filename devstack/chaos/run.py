@@ -26,6 +26,7 @@ from devstack.chaos.app import answer
 from devstack.chaos.delivery import Deliverer
 from devstack.chaos.faults import BASE_LATENCY_S, FaultInjector
 from devstack.chaos.history import History
+from devstack.chaos.monitor import TopologyMonitor
 from devstack.chaos.oracle import Oracle
 from devstack.chaos.report import build, summary
 from devstack.chaos.topology import CLERK_KEY, ChaosTopology
@@ -76,6 +77,7 @@ def run(
     topology: ChaosTopology | None = None
     faults: FaultInjector | None = None
     deliverer: Deliverer | None = None
+    monitor: TopologyMonitor | None = None
     started = time.time()
     with sigterm_as_interrupt():
         try:
@@ -86,6 +88,7 @@ def run(
             topology = ChaosTopology(clerk, world, out, secret, wait_replicas=wait_replicas).start()
             webs = dict(zip([w.name for w in topology.webs], topology.web_urls(), strict=True))
             history.write("topology", t=time.time(), webs=webs)
+            monitor = TopologyMonitor(topology.redis, history).start()
             deliverer = Deliverer(secret, topology.web_urls, random.Random(f"{seed}:delivery"), history).start()
             faults = FaultInjector(topology, random.Random(f"{seed}:faults"), history, pause_s=(1.0, 4.0)).start()
             say(f"chaos: running for {minutes:g} min (seed {seed})")
@@ -108,6 +111,8 @@ def run(
                     faults.stop()
                 if deliverer is not None:
                     deliverer.stop()
+                if monitor is not None:
+                    monitor.stop()
                 if topology is not None:
                     topology.close()
                 clerk.stop()

@@ -137,7 +137,7 @@ class ChaosTopology:
             "WORKER_SWEEP_SECONDS": "1",
             "REFRESH_RETRY_INTERVALS": "1,1,2,3,5",
             "LOG_FORMAT": "json",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",
             **extra,
         }
 
