@@ -39,7 +39,7 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = ""
     redis_sentinel_password: str = field(default="", repr=False)
-    redis_wait_replicas: int | None = None  # None: auto (all online replicas, at least 1, under Sentinel; else none)
+    redis_wait_replicas: int | None = None  # None: auto (every replica a failover could promote; none on a lone Redis)
     redis_wait_timeout_ms: int = 1000
     clerk_secret_key: str = field(default="", repr=False)
     clerk_api_url: str = DEFAULT_CLERK_API_URL

@@ -6,45 +6,45 @@ for. So the intake (and every invalidation) sends ``WAIT`` on the same connectio
 right after its script and treats too few acknowledgements as failure (503: Svix
 retries; the keys are already deleted on the primary meanwhile).
 
-``REDIS_WAIT_REPLICAS=auto`` (the default): under Sentinel, **every replica a failover
-could promote**: those the sentinels list for the master that they do not hold down or
-cannot reach (a failover skips those), together with every replica the primary lists,
-online or still syncing; at least one. On a lone Redis, none. A number overrides it
-(0 turns WAIT off).
+``REDIS_WAIT_REPLICAS=auto`` (the default): under Sentinel, the write must reach **every
+replica a failover could promote**, checked replica by replica rather than counted:
 
-Why not the replicas the primary reports online (what this did until the chaos soak
-found the hole, docs/chaos.md): a write that only some candidates acknowledged is lost
-whenever Sentinel promotes one of the others, and it can. A promotion command that
+- the node written to must be the primary the sentinels name (its ``INFO server`` run id is
+  the one ``SENTINEL MASTER`` reports), asked right after the ``WAIT``;
+- every replica the sentinels list for it and hold up (not s_down, o_down or disconnected,
+  which a failover skips), and every replica the node itself lists, online or still
+  syncing, must have acknowledged the write's offset (``INFO replication`` after the
+  ``WAIT`` gives each replica's acknowledged offset);
+- and at least one. On a lone Redis, none. A number overrides it (0 turns WAIT off).
+
+Why, rather than the replicas the primary reports online (what this did until the chaos
+soak found the hole, docs/chaos.md): a write that only some candidates acknowledged is
+lost whenever Sentinel promotes one of the others, and it can. A promotion command that
 reached a stalled replica late, after the sentinels had given up on it and promoted
 another, left two primaries for seconds, each with clients; a primary restarted empty
-while the sentinels failed over did the same. In both the primary listed only the
+while the sentinels failed over did the same. Each time the old primary listed only the
 replica still following it, which acknowledged, then followed the other primary and
-dropped the write. When every candidate must acknowledge, each holds the write, and a
-primary cut off from any of them cannot acknowledge at all: a 503, which Svix retries.
+dropped the write. A count of replicas does not close it (the one that acknowledged may
+be one the sentinels hold down while one they hold up follows another primary); names
+and offsets do. The cost: while a replica the sentinels hold up is not following the
+primary (resyncing, or following another), revocations get 503 and Svix retries them.
 
-What remains (Redis documents that WAIT does not make it strongly consistent): a
-replica down when a write was acknowledged, back and still resyncing when the primary
-dies, promoted because every replica that acknowledged is unavailable by then.
-
-The sentinels are asked at most every `KNOWN_REFRESH_S` (and before the first write);
-the primary's own list comes with each write's pipeline, so a replica that joined since
-counts at once.
+What remains (Redis documents that WAIT does not make it strongly consistent): a replica
+the sentinels held down when a write was acknowledged, back and resynced from an older
+copy, then promoted because every replica that acknowledged is unavailable by then.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from cache.config import Settings
-from cache.effects import RedisCommand
+from cache.effects import Address, RedisCommand, SentinelNodes
 from cache.errors import NotReplicated
 
-__all__ = ["KNOWN_REFRESH_S", "NotReplicated", "ReplicaWait", "WaitPolicy", "listed_replicas", "online_replicas"]
-
-KNOWN_REFRESH_S = 2.0  # how often the sentinels are asked again which replicas a failover could promote
+__all__ = ["NotReplicated", "ReplicaWait", "SentinelNodes", "WaitPolicy", "online_replicas", "replica_offsets"]
 
 
 @dataclass(frozen=True)
@@ -68,20 +68,17 @@ class WaitPolicy:
 
 
 class ReplicaWait:
-    """Adds ``INFO replication`` and ``WAIT`` to a write's pipeline and checks the answer.
+    """Adds ``INFO`` and ``WAIT`` to a write's pipeline and checks the answers.
 
-    ``WAIT`` needs its replica count before the answer that tells how many replicas the
-    primary lists, so it uses the larger of the sentinels' count and the count seen by the
-    previous write. If replicas joined since, the write fails once (503, retried) and the
-    next one waits for them all.
+    ``WAIT`` needs its replica count before the answers that tell which replicas must acknowledge,
+    so it uses the count the previous write needed. If it grew since, the write fails once (503,
+    retried) and the next one waits for them all.
     """
 
     def __init__(self, policy: WaitPolicy) -> None:
         self.policy = policy
         self._lock = threading.Lock()
-        self._listed: int | None = None  # replicas the primary listed, any state, at the last write
-        self._known: int | None = None  # replicas the sentinels list
-        self._known_at = -KNOWN_REFRESH_S  # time.monotonic() of the last answer from a sentinel
+        self._needed: int | None = None  # how many replicas the last write needed
 
     @property
     def active(self) -> bool:
@@ -89,55 +86,60 @@ class ReplicaWait:
 
     @property
     def needs_prime(self) -> bool:
-        """True until the primary's replica count is known (learn it with `learn` before the first write)."""
-        return self.policy.needs_replica_count and self._listed is None
+        """True until a replica count is known (learn it with `learn` before the first write)."""
+        return self.policy.needs_replica_count and self._needed is None
 
     @property
-    def needs_known(self) -> bool:
-        """True when the sentinels should be asked again (`know` their answer): never asked, or not lately."""
-        return self.policy.needs_replica_count and time.monotonic() - self._known_at >= KNOWN_REFRESH_S
+    def needs_view(self) -> bool:
+        """True when `check` needs the sentinels' view (`cache.effects.SentinelView`) of the write's moment."""
+        return self.policy.needs_replica_count
 
-    def learn(self, info: dict[str, Any]) -> None:
-        """Take the primary's replica count from an ``INFO replication`` reply."""
-        listed = listed_replicas(info)
+    def learn(self, replication: dict[str, Any]) -> None:
+        """A first guess from ``INFO replication``: the replicas the node lists."""
         with self._lock:
-            self._listed = listed
-
-    def know(self, count: int | None) -> None:
-        """Take the sentinels' count (`cache.effects.SentinelReplicas`); None (no sentinel answered) keeps the last."""
-        if count is None:
-            return
-        with self._lock:
-            self._known, self._known_at = count, time.monotonic()
-
-    def _count(self) -> int:
-        return max(self._listed or 0, self._known or 0)
+            self._needed = max(len(replica_offsets(replication)), 1)
 
     def commands(self) -> tuple[RedisCommand, ...]:
-        """The commands to pipeline after the write, on the same connection: [INFO replication,] WAIT n ms."""
+        """The commands to pipeline after the write, on the same connection:
+        [INFO replication, INFO server,] WAIT n ms [, INFO replication]."""
         with self._lock:
-            guess = self.policy.required(self._count() if self._listed is not None else 1)
+            guess = self.policy.required(self._needed or 1)
         wait = RedisCommand(("WAIT", guess, self.policy.timeout_ms))
-        return (RedisCommand(("INFO", "replication")), wait) if self.policy.needs_replica_count else (wait,)
+        if not self.policy.needs_replica_count:
+            return (wait,)
+        info = RedisCommand(("INFO", "replication"))
+        return (info, RedisCommand(("INFO", "server")), wait, info)
 
-    def check(self, replies: list[Any]) -> None:
-        """Given the replies of the commands `commands` queued; raises NotReplicated if too few acknowledged."""
-        acked = int(replies[-1])
-        if self.policy.needs_replica_count:
-            self.learn(replies[-2])
-            if self._known is None:
-                raise NotReplicated("no sentinel answered how many replicas the primary has")
-            with self._lock:
-                required = self.policy.required(self._count())
-        else:
-            required = self.policy.required(0)
-        if acked < required:
-            raise NotReplicated(f"the write reached {acked} of {required} required replica(s)")
+    def check(self, replies: list[Any], view: SentinelNodes | None = None) -> None:
+        """Given the replies of the commands `commands` queued (and, under Sentinel with ``auto``, the
+        sentinels' view taken after them); raises NotReplicated unless every required replica acknowledged."""
+        if not self.policy.needs_replica_count:
+            acked, required = int(replies[-1]), self.policy.required(0)
+            if acked < required:
+                raise NotReplicated(f"the write reached {acked} of {required} required replica(s)")
+            return
+        before, server, after = replies[-4], replies[-3], replies[-1]
+        if view is None:
+            raise NotReplicated("no sentinel answered which primary it names")
+        if str(server.get("run_id", "")) != view.master_run_id:
+            raise NotReplicated("the node written to is not the primary the sentinels name")
+        target = int(before.get("master_repl_offset", 0))
+        acknowledged = replica_offsets(after)
+        must = view.up_replicas | replica_offsets(before).keys() | acknowledged.keys()
+        with self._lock:
+            self._needed = max(len(must), 1)
+        reached = sum(1 for replica in must if acknowledged.get(replica, -1) >= target)
+        if not must or reached < len(must):
+            raise NotReplicated(f"the write reached {reached} of {max(len(must), 1)} required replica(s)")
 
 
-def listed_replicas(info: dict[str, Any]) -> int:
-    """Replicas ``INFO replication`` lists, in any state (online, or still syncing)."""
-    return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict))
+def replica_offsets(info: dict[str, Any]) -> dict[Address, int]:
+    """Each replica ``INFO replication`` lists, in any state, by address, with the offset it acknowledged."""
+    found: dict[Address, int] = {}
+    for key, value in info.items():
+        if key.startswith("slave") and isinstance(value, dict) and "ip" in value and "port" in value:
+            found[(str(value["ip"]), int(value["port"]))] = int(value.get("offset", -1))
+    return found
 
 
 def online_replicas(info: dict[str, Any]) -> int:

@@ -58,10 +58,21 @@ class RedisCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class SentinelReplicas:
-    """How many replicas the sentinels could promote for the primary this runner's client follows (listed,
-    and neither held down nor unreachable; syncing ones count): an int, or None when no sentinel answered
-    or the client has none."""
+class SentinelView:
+    """What the first answering sentinel says of the primary this runner's client follows: a `SentinelNodes`,
+    or None when no sentinel answered or the client has none."""
+
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelNodes:
+    """The run id of the primary a sentinel names, and the replicas it lists for it and holds up (neither
+    s_down, o_down nor disconnected: those a failover skips), by address."""
+
+    master_run_id: str
+    up_replicas: frozenset[Address]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +115,7 @@ class Sleep:
     seconds: float
 
 
-Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | SentinelReplicas
+Effect = RedisGet | RunScript | RedisCommand | RedisPipeline | HttpGet | Sleep | SentinelView
 
 Program = Generator[Effect, Any, T]
 """A decision procedure: yields effects, receives their results, returns its answer."""

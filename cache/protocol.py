@@ -39,7 +39,7 @@ from redis.exceptions import ResponseError
 from cache import contract
 from cache.config import MAX_NEAR_CACHE_LEASE_MS
 from cache.durability import ReplicaWait
-from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, SentinelReplicas, Sleep
+from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, SentinelView, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +289,17 @@ class ScriptSupport:
         self.shebang_refused = False  # the server refuses `#!lua flags=` (Redis < 7, some managed services)
 
 
-def _replica_counts_program(durable: ReplicaWait) -> Program[None]:
-    """What ``durable`` needs to know before its WAIT: the primary's replicas (first write only) and the
-    sentinels' count of them (every `cache.durability.KNOWN_REFRESH_S`)."""
+def _prime_program(durable: ReplicaWait) -> Program[None]:
+    """Before the first write: how many replicas the primary lists, the first WAIT's guess."""
     if durable.needs_prime:
         durable.learn((yield RedisCommand(("INFO", "replication"))))
-    if durable.needs_known:
-        durable.know((yield SentinelReplicas()))
+
+
+def _checked_program(durable: ReplicaWait, replies: list[Any]) -> Program[None]:
+    """Raise NotReplicated unless the write's pipeline (``replies``) reached every replica it must: under
+    Sentinel as the sentinels see the topology right after it."""
+    view = (yield SentinelView()) if durable.needs_view else None
+    durable.check(replies, view)
 
 
 def record_program(
@@ -337,7 +341,7 @@ def record_program(
     args += [target.encode() for target in targets]
     durable = durable if durable is not None and durable.active else None
     if durable is not None:
-        yield from _replica_counts_program(durable)
+        yield from _prime_program(durable)
     while True:
         call = RunScript("record", tuple(keys), tuple(args), unflagged=support.shebang_refused)
         try:
@@ -345,7 +349,7 @@ def record_program(
                 reply = yield call
             else:
                 replies = yield RedisPipeline((call, *durable.commands()))
-                durable.check(replies)
+                yield from _checked_program(durable, replies)
                 reply = replies[0]
         except ResponseError as exc:
             if not _refuses_shebang(exc) or support.shebang_refused:
@@ -411,9 +415,9 @@ def near_register_program(
     if durable is None:
         reply = yield call
     else:
-        yield from _replica_counts_program(durable)
+        yield from _prime_program(durable)
         replies = yield RedisPipeline((call, *durable.commands()))
-        durable.check(replies)
+        yield from _checked_program(durable, replies)
         reply = replies[0]
     return int(reply[1])
 

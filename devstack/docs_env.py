@@ -56,8 +56,9 @@ DESCRIPTIONS: dict[str, Described] = {
     ),
     "REDIS_SENTINEL_PASSWORD": Described("the sentinels' own password, if they have one", unset="—"),
     "REDIS_WAIT_REPLICAS": Described(
-        "replicas a revocation must reach before the 2xx: `auto` = every replica the primary reports online, at "
-        "least 1, under Sentinel, and none on a lone Redis; or a number (0 turns `WAIT` off)",
+        "replicas a revocation must reach before the 2xx: `auto` = under Sentinel, every replica a failover could "
+        "promote, by name (written to the primary the sentinels name; acknowledged by each replica they hold up "
+        "and each the primary lists), at least 1; none on a lone Redis; or a number (0 turns `WAIT` off)",
         unset="`auto`",
     ),
     "REDIS_WAIT_TIMEOUT_MS": Described("how long the intake waits for them (1 to 3000) before answering 503"),

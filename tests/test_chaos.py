@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from devstack.chaos.faults import KINDS
 from devstack.chaos.history import History
 from devstack.chaos.oracle import Oracle
@@ -28,7 +26,7 @@ from devstack.stack import REPO
 log = logging.getLogger(__name__)
 
 SEED = 20261203
-MINUTES = 1.0
+MINUTES = 2.0
 
 
 def run_env(tmp_path: Path, mark: str) -> dict[str, str]:
@@ -82,17 +80,11 @@ def assert_nothing_left(out: Path, tmp_path: Path, mark: str) -> None:
     assert list((tmp_path / "tmp").iterdir()) == []  # Redis's and the processes' temp dirs are gone
 
 
-@pytest.mark.skipif(
-    os.environ.get("CHAOS_IN_SUITE") != "1",
-    reason="open finding (docs/chaos.md): runs meeting failovers close together report stale answers after "
-    "acknowledged events; until it is explained this run fails some of the time, so it runs only with "
-    "CHAOS_IN_SUITE=1 (and ./dev chaos)",
-)
 def test_a_short_chaos_run_finds_no_violation_and_loses_no_event(tmp_path: Path) -> None:
     out, mark = tmp_path / "run", secrets.token_hex(8)
     done = subprocess.run(
         [sys.executable, "-m", "devstack.chaos", "--minutes", str(MINUTES), "--seed", str(SEED), "--out", str(out)],
-        cwd=REPO, env=run_env(tmp_path, mark), capture_output=True, text=True, timeout=240,
+        cwd=REPO, env=run_env(tmp_path, mark), capture_output=True, text=True, timeout=420,
     )  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     log.info("chaos run: %s", done.stdout[-3000:])

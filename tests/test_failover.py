@@ -9,6 +9,8 @@ stream must lose some, which shows the test can see the loss at all.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -335,6 +337,53 @@ def test_a_revocation_is_not_acknowledged_while_a_replica_the_sentinels_know_fol
         settle(topology)
     response = post_event(client, clerk.update_membership(ALICE, acme, "org:member"))
     assert response.status_code == 200, response.get_data(as_text=True)  # whole again: acknowledged
+
+
+def test_a_stale_primary_that_kept_a_replica_does_not_acknowledge_a_revocation(
+    topology: SentinelTopology, clerk: ClerkStandIn
+) -> None:
+    """The other split the chaos soak found: the primary and one replica stall (SIGSTOP) long enough for the
+    sentinels to promote the other replica; both resume, the old primary still a primary with the intake's
+    pooled connection and the stalled replica still following it. That replica acknowledges a revocation
+    written there, and would drop it once the sentinels turn both into replicas of the new primary: with the
+    old rule (the replicas the primary reports online) this answered 200. Now the sentinels list the old
+    primary itself among the replicas that must acknowledge (the two answer the PINGs queued while they were
+    stopped, so they are held up again at once), and where they would still be held down, its run id is
+    not the one of the primary the sentinels name: either way a 503."""
+    from devstack.signing import new_message_id
+    from tests.support import ALICE, cached_member, intake_client, post_event
+
+    settle(topology)
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    cache = make_cache(target, clerk.url)
+    acme = cached_member(clerk, cache, ALICE)
+    env = {"REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in topology.sentinels)}
+    env |= {"REDIS_SENTINEL_MASTER": topology.master_name, "REDIS_WAIT_TIMEOUT_MS": "300"}
+    client = intake_client(topology.primary.url, **env)
+    assert post_event(client, clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200  # pooled now
+    old, (stalled, promoted) = topology.primary, topology.replicas
+    assert old.pid is not None and stalled.pid is not None
+    for pid in (old.pid, stalled.pid):
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        topology.wait_for_failover(old.port, timeout_s=30)
+        assert topology.primary.port == promoted.port  # the stalled replica could not be chosen
+    finally:
+        for pid in (old.pid, stalled.pid):
+            os.kill(pid, signal.SIGCONT)
+    with Redis.from_url(old.url) as stale:
+        assert stale.execute_command("ROLE")[0] == b"master"  # the split: the sentinels have not turned it yet
+        response = post_event(client, clerk.update_membership(ALICE, acme, "org:member"))
+        assert response.status_code == 503, response.get_data(as_text=True)
+    settle(topology)  # the sentinels turn the old primary and the stalled replica into replicas of the new one
+    event, msg_id = clerk.update_membership(ALICE, acme, "org:billing"), new_message_id()
+    statuses: list[int] = []
+
+    def acknowledged() -> bool:  # Svix's retries, compressed: the first attempt may meet a replica resyncing
+        statuses.append(post_event(client, event, msg_id=msg_id).status_code)
+        return statuses[-1] == 200
+
+    wait_until(acknowledged, 15, what=f"the event acknowledged once the topology is whole ({statuses})", poll_s=0.2)
 
 
 def test_a_worker_pointed_at_a_replica_waits_quietly_and_resumes_once_it_is_promoted(

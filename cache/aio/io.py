@@ -27,7 +27,8 @@ from cache.effects import (
     RedisGet,
     RedisPipeline,
     RunScript,
-    SentinelReplicas,
+    SentinelNodes,
+    SentinelView,
     Sleep,
 )
 from cache.scripts import LoadedScripts
@@ -78,8 +79,8 @@ class AsyncIO:
             return await self._redis().execute_command(*effect.args)  # type: ignore[no-untyped-call]
         if isinstance(effect, RedisPipeline):
             return await self.pipeline(effect)
-        if isinstance(effect, SentinelReplicas):
-            return await self._sentinel_replicas()
+        if isinstance(effect, SentinelView):
+            return await self._sentinel_view()
         raise TypeError(f"not an effect: {effect!r}")
 
     async def pipeline(self, effect: RedisPipeline) -> list[Any]:
@@ -91,20 +92,21 @@ class AsyncIO:
                     pipe.execute_command(*step.args)
             return await pipe.execute()
 
-    async def _sentinel_replicas(self) -> int | None:
-        """The first answering sentinel's count of the replicas it could promote: those it lists for the master
-        that it does not hold down (s_down, o_down) or cannot reach (disconnected), as its failover skips them."""
+    async def _sentinel_view(self) -> SentinelNodes | None:
+        """`SentinelView`: from the first sentinel that answers both ``SENTINEL MASTER`` and ``SENTINEL REPLICAS``."""
         pool = self._redis().connection_pool
         manager = getattr(pool, "sentinel_manager", None)
         if manager is None:
             return None
+        down = ("is_sdown", "is_odown", "is_disconnected")
         for sentinel in manager.sentinels:
             try:
-                replicas = await sentinel.sentinel_slaves(pool.service_name)  # type: ignore[attr-defined]
+                master = await sentinel.execute_command("SENTINEL MASTER", pool.service_name)  # type: ignore[attr-defined]
+                replicas = await sentinel.execute_command("SENTINEL SLAVES", pool.service_name)  # type: ignore[attr-defined]
             except RedisError:
                 continue
-            down = ("is_sdown", "is_odown", "is_disconnected")
-            return sum(1 for replica in replicas if not any(replica.get(flag) for flag in down))
+            up = frozenset((str(r["ip"]), int(r["port"])) for r in replicas if not any(r.get(flag) for flag in down))
+            return SentinelNodes(str(master.get("runid", "")), up)
         return None
 
     def _redis(self) -> Redis:

@@ -32,6 +32,8 @@ from devstack.waiting import wait_until
 
 CLERK_KEY = "sk_test_chaos_" + "k3y" * 8
 APP_MODES = ("sync", "async", "door")
+NEAR_APPS = ("sync", "async")  # with the near-cache (cache.near): the door app reads Redis on every hit
+NEAR_CACHE_SIZE = 2000
 
 
 @dataclass
@@ -160,7 +162,8 @@ class ChaosTopology:
                 name = f"app-{mode}"
                 ops = str(self.out / f"ops-{name}.jsonl")
                 argv = [sys.executable, "-m", "devstack.chaos.app", mode, ops, users, orgs]
-                self.apps.append(Child(name, argv, self.env(), self.out / f"{name}.log", self.spawner))
+                env = self.env(NEAR_CACHE_SIZE=str(NEAR_CACHE_SIZE if mode in NEAR_APPS else 0))
+                self.apps.append(Child(name, argv, env, self.out / f"{name}.log", self.spawner))
             for child in self.children:
                 child.start()
             for web in self.webs:
