@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -187,7 +187,7 @@ def check_org_role(
 def _check_role(roles: Roles, user: UserCallable, http: HttpRequest, org_ref: object, lookup: Lookup) -> Membership:
     user_id = user(http)
     if _awaitable(user_id):
-        raise TypeError("the user callable returned an awaitable: use acheck_org_role in an async view")
+        _refuse_in_sync_view(user_id, "acheck_org_role")
     return _resolved(http, authorize(_memo(http), user_id, org_ref, roles, lookup))
 
 
@@ -203,7 +203,7 @@ async def _acheck_role(
 def _check_permission(key: str, user: UserCallable, http: HttpRequest, org_ref: object, lookup: Lookup) -> Membership:
     user_id = user(http)
     if _awaitable(user_id):
-        raise TypeError("the user callable returned an awaitable: use acheck_org_permission in an async view")
+        _refuse_in_sync_view(user_id, "acheck_org_permission")
     return _resolved(http, authorize_permission(_memo(http), user_id, org_ref, key, lookup))
 
 
@@ -214,6 +214,13 @@ async def _acheck_permission(
     if _awaitable(user_id):
         user_id = await user_id
     return _resolved(http, await authorize_permission_async(_memo(http), user_id, org_ref, key, lookup))
+
+
+def _refuse_in_sync_view(pending: object, instead: str) -> NoReturn:
+    close = getattr(pending, "close", None)
+    if callable(close):
+        close()  # a coroutine never awaited: closed, so Python does not warn of it later, elsewhere
+    raise TypeError(f"the user callable returned an awaitable: use {instead} in an async view")
 
 
 def _awaitable(user_id: object) -> bool:
