@@ -21,7 +21,7 @@ machine, against the same private redis-server and Clerk stand-in:
                 user -> Clerk calls; event-loop lag during a storm of misses vs the sync API called
                 from the loop (bench/async_api.py)
 13. django      what @require_org_role adds to a Django request (sync view, async view; warm cache) vs
-                the same view without it, against the lookup's own hit cost (bench/django_authz.py)
+                the same view without it, against the same lookup in the same view (bench/django_authz.py)
 14. roles       role.updated for a role 1,000 cached users hold -> time until every value carries the new
                 permissions, and Clerk calls; a hit on a value with 8 permissions per org vs the same
                 lookup of a value with none (bench/role_patch.py)

@@ -506,3 +506,40 @@ async def test_the_async_decorator_uses_cache_aio_s_default_cache(
         cache.aio.set_default_cache(None)
         await aio.aclose()
     assert aio.stats.snapshot()["misses"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_user_callable_s_awaitable_is_awaited_in_async_views_and_refused_in_sync_ones(
+    serving: Callable[..., None], aio: AsyncMembershipCache, cache: MembershipCache, acme: str
+) -> None:
+    """An app may verify the session asynchronously: an async view awaits the id; a sync one cannot."""
+
+    async def async_user(request: HttpRequest) -> str | None:
+        await asyncio.sleep(0)
+        return user(request)
+
+    admin = django_authz.require_org_role("org:admin", user=async_user, memberships=aio.get_memberships)
+    billing = django_authz.require_org_permission(
+        "org:billing:manage", user=async_user, memberships=aio.get_memberships
+    )
+    sync_admin = django_authz.require_org_role("org:admin", user=async_user, memberships=cache.get_memberships)
+    sync_billing = django_authz.require_org_permission(
+        "org:billing:manage", user=async_user, memberships=cache.get_memberships
+    )
+    serving(
+        path("admin/<str:org_id>", admin(shown_async)),
+        path("billing/<str:org_id>", billing(shown_async)),
+        path("sync-admin/<str:org_id>", sync_admin(shown)),
+        path("sync-billing/<str:org_id>", sync_billing(shown)),
+    )
+    try:
+        assert await aget(f"/admin/{acme}", ALICE) == (200, {"org": acme, "role": "org:admin"})
+        assert (await aget(f"/admin/{acme}", BOB))[1]["error"] == "role_not_allowed"
+        assert await aget(f"/admin/{acme}", None) == (401, UNAUTHENTICATED)
+        assert await aget(f"/billing/{acme}", CAROL) == (200, {"org": acme, "role": "org:billing"})
+        assert (await aget(f"/billing/{acme}", ALICE))[1]["error"] == "permission_not_allowed"
+    finally:
+        await aio.aclose()
+    for page, instead in (("sync-admin", "acheck_org_role"), ("sync-billing", "acheck_org_permission")):
+        with pytest.raises(TypeError, match=f"use {instead} in an async view"):
+            await asyncio.to_thread(Client().get, f"/{page}/{acme}", headers={"X-User": ALICE})
