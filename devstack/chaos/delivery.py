@@ -3,8 +3,12 @@
 Each change's envelope is signed once (one ``svix-id``) and sent as one or two copies, some held back
 for a while (so they land out of order), each copy to a web process chosen at random per attempt (the
 load balancer's choice). A copy that gets no 2xx (an error status, a refused connection, a timeout) is
-retried on Svix's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), divided by ``compression``;
-a copy that runs out of retries is lost, and the oracle reports its change as never acknowledged.
+retried on Svix's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), divided by ``compression``.
+Compressed, the whole schedule spans about 100 s, while the faults come at their real rate: a copy whose
+eight attempts all met a failover would be "lost" to an outage of seconds, which Svix's 28 hours outlast.
+So while faults run (until `quiet`) a copy that has used its schedule goes on at its last interval; once
+the faults stop, a copy that runs out of retries is lost, and the oracle reports its change as never
+acknowledged.
 Every attempt is written to the history; ``acked`` keeps the first 2xx time of each change.
 """
 
@@ -64,6 +68,7 @@ class Deliverer:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._in_flight = 0
+        self._faults_running = True
         self._threads = [threading.Thread(target=self._run, name=f"svix-{i}", daemon=True) for i in range(senders)]
 
     def start(self) -> Deliverer:
@@ -82,6 +87,11 @@ class Deliverer:
                 late = self.rng.random() < 0.15 or n > 0
                 delay = self.rng.uniform(0.2, 3.0) if late else 0.0
                 self._push(now + delay, Copy(change.seq, headers["svix-id"], body, headers, n))
+
+    def quiet(self) -> None:
+        """The faults have stopped: from now on a copy that runs out of retries is lost."""
+        with self._cond:
+            self._faults_running = False
 
     def outstanding(self) -> int:
         """Changes neither acknowledged nor lost yet."""
@@ -136,11 +146,11 @@ class Deliverer:
             if 200 <= status < 300:
                 self.acked.setdefault(copy.seq, t1)
                 return
-            if copy.attempt >= len(self.schedule_s):
+            if copy.attempt >= len(self.schedule_s) and not self._faults_running:
                 if copy.seq not in self.acked:
                     self.lost.add(copy.seq)
                 return
-            delay = self.schedule_s[copy.attempt]
+            delay = self.schedule_s[min(copy.attempt, len(self.schedule_s) - 1)]
             copy.attempt += 1
             self._push(t1 + delay, copy)
 

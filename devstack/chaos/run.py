@@ -99,6 +99,7 @@ def run(
                 time.sleep(pace.uniform(0.1, 0.5))  # ~3 changes a second: each user's every ~15 s
             say("chaos: quiet: faults stop, every event is delivered, the worker drains")
             faults.stop()
+            deliverer.quiet()
             quiet = time.time()
             wait_for(lambda: deliverer is not None and deliverer.outstanding() == 0, 150)
             history.write("quiet", t=quiet, delivered_s=time.time() - quiet)
