@@ -565,6 +565,25 @@ class FreshnessModel(RuleBasedStateMachine):
         if process.receive(incarnation, self.inbox):
             SEEN["an invalidation acknowledged"] += 1
 
+    def replies_pending(self) -> list[NearProcess]:
+        """Processes with a lookup whose Redis read or fill has run and whose reply is not handled yet."""
+        return [lookup.process for lookup in self.lookups if lookup.process is not None and lookup.executed]
+
+    @precondition(lambda self: bool(self.outbox) and bool(self.replies_pending()))
+    @rule(pick=st.integers(0, 1_000))
+    def an_event_overtakes_a_reply(self, pick: int) -> None:
+        """The intake's delivery and the process's handling of its invalidation, both between a read's execution
+        and its reply (the race the epoch exists for); the same steps as `deliver` and a listener's read, offered
+        together whenever the race is open, so that the run reaches it often."""
+        overtaken = self.replies_pending()
+        self.deliver(pick, again=False, anonymous=False)
+        for process in self.processes:  # each current listener takes it (and acknowledges): the 2xx can follow
+            incarnation = process.near._incarnation
+            if incarnation is not None and incarnation in process.listening and self.inbox[incarnation.id]:
+                process.receive(incarnation, self.inbox)
+                if process in overtaken:
+                    SEEN["an invalidation overtook a reply"] += 1
+
     # -- lookups, a step at a time ------------------------------------------------------------------
 
     @precondition(lambda self: len(self.lookups) < 3)
