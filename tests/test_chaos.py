@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack.chaos.faults import KINDS
 from devstack.chaos.history import History
 from devstack.chaos.oracle import Oracle
@@ -80,6 +82,7 @@ def assert_nothing_left(out: Path, tmp_path: Path, mark: str) -> None:
     assert list((tmp_path / "tmp").iterdir()) == []  # Redis's and the processes' temp dirs are gone
 
 
+@pytest.mark.timeout(480)  # the run itself is bounded at 420 s
 def test_a_short_chaos_run_finds_no_violation_and_loses_no_event(tmp_path: Path) -> None:
     out, mark = tmp_path / "run", secrets.token_hex(8)
     done = subprocess.run(
