@@ -442,9 +442,10 @@ def near_payload(targets: Sequence[Target]) -> str:
     return json.dumps(sorted(set(users)))
 
 
-def near_publish_call(token: str, payload: str) -> RunScript:
+def near_publish_call(token: str, payload: str, *, stamp: bool = False) -> RunScript:
+    """NEAR_PUBLISH; ``stamp``: stamp ``near-born`` if it is missing (see `NearRegistry`)."""
     keys = _NEAR_KEYS
-    args = (contract.NEAR_INVAL_PREFIX, token, NEAR_LISTING_GRACE_MS, NEAR_FORGET_MS, payload)
+    args = (contract.NEAR_INVAL_PREFIX, token, NEAR_LISTING_GRACE_MS, NEAR_FORGET_MS, payload, "1" if stamp else "0")
     return RunScript("near_publish", keys, args)
 
 
@@ -465,11 +466,15 @@ class NearRegistry:
     If Redis loses its data (a restart without persistence, a FLUSHALL, a failover to a replica without
     the registrations) while app processes run, the registry is empty but they may still serve under
     leases it no longer lists. The first registration of a data set stamps ``near-born``; a revoker that
-    saw one stamp and then another, or none, waits out the longest lease before it answers.
+    saw one stamp and then another, or none, waits out the longest lease before it answers. A revoker that
+    has seen a stamp also stamps a data set that has none when it publishes (and waits, as above): else,
+    having found none once, it would find none again after a process registered and the data was lost a
+    second time, and not know.
     """
 
     def __init__(self) -> None:
         self.born: int | None = None
+        self.seen_stamp = False  # this revoker has seen a stamp: near-caches run in this deployment
         self.primed = False
 
     def prime_program(self) -> Program[None]:
@@ -479,6 +484,7 @@ class NearRegistry:
             self.primed = True
             if raw is not None and self.born is None:
                 self.born = int(raw)
+                self.seen_stamp = True
 
 
 def near_invalidate_program(
@@ -495,7 +501,7 @@ def near_invalidate_program(
     if registry is not None:
         yield from registry.prime_program()
     token = new_token()
-    reply = yield near_publish_call(token, near_payload(targets))
+    reply = yield near_publish_call(token, near_payload(targets), stamp=registry is not None and registry.seen_stamp)
     received = time.monotonic()  # after the publish ran: every listed lease was renewed before this
     _, flat, born = reply[0], reply[1], int(reply[2])
     deadlines: dict[str, float] = {}
@@ -504,6 +510,7 @@ def near_invalidate_program(
             yield from _sleep_until(received + MAX_NEAR_CACHE_LEASE_MS / 1000 + near_margin_s(MAX_NEAR_CACHE_LEASE_MS))
             received = time.monotonic()
         registry.born = born if born >= 0 else None
+        registry.seen_stamp = registry.seen_stamp or born >= 0
     for i in range(0, len(flat), 3):
         lease_ms = int(flat[i + 1])
         deadlines[_text(flat[i])] = received + lease_ms / 1000 + near_margin_s(lease_ms)

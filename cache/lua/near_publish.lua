@@ -20,13 +20,15 @@
 -- ARGV[3]  the grace in ms (NEAR_LISTING_GRACE_MS)
 -- ARGV[4]  the forget time in ms (NEAR_FORGET_MS)
 -- ARGV[5]  what to drop, as JSON: an array of user ids, or "*" (the whole tier)
+-- ARGV[6]  '1': stamp KEYS[4] now if it is missing (a revoker that has seen a stamp before: this data set
+--          is then known by a stamp of its own, so that a second loss of it is seen too), else '0'
 --
 -- Each message is the JSON {"token": <ARGV[2]>, "seq": <the id's new count>, "users": <ARGV[5]>}.
 --
 -- Reply: {now_ms, {id, lease_ms, receivers, id, lease_ms, receivers, ...}, born}
 --   now_ms     Redis's clock (TIME) in Unix ms
---   born       KEYS[4]'s value, or -1 when there is none: a revoker that saw a value before and gets
---              another one (or none) knows the registry was lost, and waits out the longest lease
+--   born       KEYS[4]'s value (after ARGV[6]'s stamp), or -1 when there is none: a revoker that saw a value
+--              before and gets another one (or none) knows the registry was lost, and waits out the longest lease
 --   receivers  what PUBLISH returned for that id (0: its subscription is gone; it will lapse)
 
 local t = redis.call('TIME')
@@ -46,4 +48,5 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(
   table.insert(listed, lease)
   table.insert(listed, receivers)
 end
+if ARGV[6] == '1' then redis.call('SET', KEYS[4], now, 'NX') end
 return {now, listed, tonumber(redis.call('GET', KEYS[4]) or '-1')}
