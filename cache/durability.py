@@ -10,7 +10,9 @@ retries; the keys are already deleted on the primary meanwhile).
 replica a failover could promote**, checked replica by replica rather than counted:
 
 - the node written to must be the primary the sentinels name (its ``INFO server`` run id is
-  the one ``SENTINEL MASTER`` reports), asked right after the ``WAIT``;
+  the one ``SENTINEL MASTER`` reports, asked right after the ``WAIT``; while the sentinel
+  cannot know that run id yet, up to 10 s after a failover or a restart, the address the
+  write's connection reached, ``CLIENT INFO``'s ``laddr``, must be the one it names);
 - every replica the sentinels list for it and hold up (not s_down, o_down or disconnected,
   which a failover skips), and every replica the node itself lists, online or still
   syncing, must have acknowledged the write's offset (``INFO replication`` after the
@@ -101,14 +103,14 @@ class ReplicaWait:
 
     def commands(self) -> tuple[RedisCommand, ...]:
         """The commands to pipeline after the write, on the same connection:
-        [INFO replication, INFO server,] WAIT n ms [, INFO replication]."""
+        [INFO replication, INFO server,] WAIT n ms [, INFO replication, CLIENT INFO]."""
         with self._lock:
             guess = self.policy.required(self._needed or 1)
         wait = RedisCommand(("WAIT", guess, self.policy.timeout_ms))
         if not self.policy.needs_replica_count:
             return (wait,)
         info = RedisCommand(("INFO", "replication"))
-        return (info, RedisCommand(("INFO", "server")), wait, info)
+        return (info, RedisCommand(("INFO", "server")), wait, info, RedisCommand(("CLIENT INFO",)))
 
     def check(self, replies: list[Any], view: SentinelNodes | None = None) -> None:
         """Given the replies of the commands `commands` queued (and, under Sentinel with ``auto``, the
@@ -118,10 +120,10 @@ class ReplicaWait:
             if acked < required:
                 raise NotReplicated(f"the write reached {acked} of {required} required replica(s)")
             return
-        before, server, after = replies[-4], replies[-3], replies[-1]
+        before, server, after, connection = replies[-5], replies[-4], replies[-2], replies[-1]
         if view is None:
             raise NotReplicated("no sentinel answered which primary it names")
-        if str(server.get("run_id", "")) != view.master_run_id:
+        if not _is_named_primary(server, connection, view):
             raise NotReplicated("the node written to is not the primary the sentinels name")
         target = int(before.get("master_repl_offset", 0))
         acknowledged = replica_offsets(after)
@@ -131,6 +133,20 @@ class ReplicaWait:
         reached = sum(1 for replica in must if acknowledged.get(replica, -1) >= target)
         if not must or reached < len(must):
             raise NotReplicated(f"the write reached {reached} of {max(len(must), 1)} required replica(s)")
+
+
+def _is_named_primary(server: dict[str, Any], connection: dict[str, Any], view: SentinelNodes) -> bool:
+    """Whether the node written to is the primary the sentinels name: by run id; or, when the sentinel cannot
+    know the run id yet, by the address the write's connection reached. It cannot know it for up to 10 s (it
+    asks its primary for ``INFO`` every 10 s): after a failover (no run id at all until then), and after the
+    node restarted (its last ``INFO`` older than the node's uptime)."""
+    if view.master_run_id and str(server.get("run_id", "")) == view.master_run_id:
+        return True
+    uptime_ms = int(server.get("uptime_in_seconds", 0)) * 1000
+    if view.master_run_id and view.master_info_age_ms + 1000 < uptime_ms:  # it knows this node: another one
+        return False
+    host, _, port = str(connection.get("laddr", "")).rpartition(":")
+    return bool(host) and port.isdigit() and (host, int(port)) == view.master_address
 
 
 def replica_offsets(info: dict[str, Any]) -> dict[Address, int]:

@@ -68,11 +68,14 @@ Address = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class SentinelNodes:
-    """The run id of the primary a sentinel names, and the replicas it lists for it and holds up (neither
-    s_down, o_down nor disconnected: those a failover skips), by address."""
+    """The primary a sentinel names (its run id as of the sentinel's last ``INFO`` of it, how long ago that
+    was, and its address), and the replicas it lists for it and holds up (neither s_down, o_down nor
+    disconnected: those a failover skips), by address."""
 
     master_run_id: str
     up_replicas: frozenset[Address]
+    master_address: Address = ("", 0)
+    master_info_age_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,7 +289,10 @@ def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     )
     settle(topology)
     cached_member(clerk, durable, ALICE)
-    durable.invalidate(ALICE)  # both replicas acknowledge: no error
+    try:
+        durable.invalidate(ALICE)  # both replicas acknowledge: no error
+    except NotReplicated:  # once in a while on a loaded machine one is slower than 300 ms: retried, as Svix would
+        durable.invalidate(ALICE)
     durable.get_memberships(ALICE)
     for replica in topology.replicas:
         replica.client_pause(1500, "WRITE")

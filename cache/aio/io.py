@@ -106,7 +106,8 @@ class AsyncIO:
             except RedisError:
                 continue
             up = frozenset((str(r["ip"]), int(r["port"])) for r in replicas if not any(r.get(flag) for flag in down))
-            return SentinelNodes(str(master.get("runid", "")), up)
+            address = (str(master.get("ip", "")), int(master.get("port", 0)))
+            return SentinelNodes(str(master.get("runid", "")), up, address, int(master.get("info-refresh", 0)))
         return None
 
     def _redis(self) -> Redis:
