@@ -46,7 +46,7 @@ from cache.config import Settings
 from cache.effects import Address, RedisCommand, SentinelNodes
 from cache.errors import NotReplicated
 
-__all__ = ["NotReplicated", "ReplicaWait", "SentinelNodes", "WaitPolicy", "online_replicas", "replica_offsets"]
+__all__ = ["NotReplicated", "ReplicaWait", "WaitPolicy", "replica_offsets"]
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,3 @@ def replica_offsets(info: dict[str, Any]) -> dict[Address, int]:
         if key.startswith("slave") and isinstance(value, dict) and "ip" in value and "port" in value:
             found[(str(value["ip"]), int(value["port"]))] = int(value.get("offset", -1))
     return found
-
-
-def online_replicas(info: dict[str, Any]) -> int:
-    """Replicas ``INFO replication`` reports online (redis-py parses each ``slaveN`` line into a dict)."""
-    return sum(
-        1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-    )

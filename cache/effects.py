@@ -74,8 +74,8 @@ class SentinelNodes:
 
     master_run_id: str
     up_replicas: frozenset[Address]
-    master_address: Address = ("", 0)
-    master_info_age_ms: int = 0
+    master_address: Address
+    master_info_age_ms: int
 
 
 @dataclass(frozen=True, slots=True)

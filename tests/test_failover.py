@@ -258,8 +258,6 @@ def failover_under_events(
 def settle(topology: SentinelTopology) -> None:
     """Until the module's topology is whole again (an earlier test failed it over or restarted a node):
     one primary every sentinel names, and both replicas online and caught up with it."""
-    from cache.durability import online_replicas
-
     topology.wait_until_settled(timeout_s=30)
     for node in topology.replicas:  # an earlier test's CLIENT PAUSE may still hold back their acknowledgements
         with node.client() as client:
@@ -268,8 +266,9 @@ def settle(topology: SentinelTopology) -> None:
     def caught_up() -> bool:
         with Redis.from_url(topology.primary.url) as primary:
             info = primary.info("replication")
-        offsets = [v.get("offset") for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-        return online_replicas(info) == 2 and all(o == info.get("master_repl_offset") for o in offsets)
+        replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        online = [v for v in replicas if v.get("state") == "online"]
+        return len(online) == 2 and all(v.get("offset") == info.get("master_repl_offset") for v in replicas)
 
     wait_until(caught_up, 30, what="both replicas online and caught up", poll_s=0.05)
 
