@@ -139,7 +139,7 @@ class ChaosTopology:
             "WORKER_SWEEP_SECONDS": "1",
             "REFRESH_RETRY_INTERVALS": "1,1,2,3,5",
             "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": "WARNING",
             **extra,
         }
 
@@ -151,7 +151,8 @@ class ChaosTopology:
                 port = free_port()
                 metrics = self.out / f"metrics-web-{i}"
                 metrics.mkdir(exist_ok=True)
-                env = self.env(PORT=str(port), WEB_CONCURRENCY="2", PROMETHEUS_MULTIPROC_DIR=str(metrics))
+                settings = {"PORT": str(port), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+                env = self.env(**settings, LOG_LEVEL="INFO")  # a line per webhook: its svix id, outcome and status
                 log = self.out / f"web-{i}.log"
                 self.webs.append(Child(f"web-{i}", procfile_command("web"), env, log, self.spawner, port))
             for i in range(2):
