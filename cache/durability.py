@@ -7,16 +7,20 @@ right after its script and treats too few acknowledgements as failure (503: Svix
 retries; the keys are already deleted on the primary meanwhile).
 
 ``REDIS_WAIT_REPLICAS=auto`` (the default): under Sentinel, the write must reach **every
-replica a failover could promote**, checked replica by replica rather than counted:
+replica a failover could promote**, checked replica by replica rather than counted, as
+every sentinel sees the topology right after the ``WAIT``:
 
-- the node written to must be the primary the sentinels name (its ``INFO server`` run id is
-  the one ``SENTINEL MASTER`` reports, asked right after the ``WAIT``; while the sentinel
-  cannot know that run id yet, up to 10 s after a failover or a restart, the address the
-  write's connection reached, ``CLIENT INFO``'s ``laddr``, must be the one it names);
-- every replica the sentinels list for it and hold up (not s_down, o_down or disconnected,
-  which a failover skips), and every replica the node itself lists, online or still
-  syncing, must have acknowledged the write's offset (``INFO replication`` after the
-  ``WAIT`` gives each replica's acknowledged offset);
+- a majority of the sentinels must answer (``SENTINEL MASTER`` and ``SENTINEL REPLICAS``,
+  one round trip each), and each must name the node written to as its primary (its
+  ``INFO server`` run id is the one the sentinel reports; while a sentinel cannot know that
+  run id yet, up to 10 s after a failover or a restart, the address the write's connection
+  reached, ``CLIENT INFO``'s ``laddr``, must be the one it names) without holding it down or
+  failing it over;
+- every replica any of them lists, held up or down, and every replica the node itself lists,
+  online or still syncing, must have acknowledged the write's offset (``INFO replication``
+  after the ``WAIT`` gives each replica's acknowledged offset). The one exception is a
+  replica every sentinel has held down for longer than twice its failover timeout
+  (`promotable_replicas` says why that one cannot be promoted without first resyncing);
 - and at least one. On a lone Redis, none. A number overrides it (0 turns WAIT off).
 
 Why, rather than the replicas the primary reports online (what this did until the chaos
@@ -24,16 +28,19 @@ soak found the hole, docs/chaos.md): a write that only some candidates acknowled
 lost whenever Sentinel promotes one of the others, and it can. A promotion command that
 reached a stalled replica late, after the sentinels had given up on it and promoted
 another, left two primaries for seconds, each with clients; a primary restarted empty
-while the sentinels failed over did the same. Each time the old primary listed only the
-replica still following it, which acknowledged, then followed the other primary and
-dropped the write. A count of replicas does not close it (the one that acknowledged may
-be one the sentinels hold down while one they hold up follows another primary); names
-and offsets do. The cost: while a replica the sentinels hold up is not following the
-primary (resyncing, or following another), revocations get 503 and Svix retries them.
+while the sentinels failed over did the same; and a replica one sentinel still held down
+after its restart was promoted by another that saw it up. Each time the old primary listed
+only the replica still following it, which acknowledged, then followed the other primary
+and dropped the write. A count of replicas does not close it, nor does one sentinel's view
+of which are up; every sentinel's names and the replicas' offsets do. The cost: while a
+replica is not following the primary (dead, resyncing, or following another), revocations
+get 503 and Svix retries them; a dead one stops counting after twice the failover timeout
+(``SENTINEL RESET`` forgets it at once). The keys are deleted on the primary meanwhile.
 
 What remains (Redis documents that WAIT does not make it strongly consistent): a replica
-the sentinels held down when a write was acknowledged, back and resynced from an older
-copy, then promoted because every replica that acknowledged is unavailable by then.
+that was left out that way, back with an older copy and promoted before it resynced,
+because every replica that acknowledged is unavailable by then; and a replica only a
+sentinel that did not answer knows.
 """
 
 from __future__ import annotations
@@ -43,10 +50,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cache.config import Settings
-from cache.effects import Address, RedisCommand, SentinelNodes
+from cache.effects import Address, RedisCommand, SentinelNodes, SentinelViews
 from cache.errors import NotReplicated
 
-__all__ = ["NotReplicated", "ReplicaWait", "WaitPolicy", "replica_offsets"]
+__all__ = ["NotReplicated", "ReplicaWait", "WaitPolicy", "promotable_replicas", "replica_offsets"]
 
 
 @dataclass(frozen=True)
@@ -112,27 +119,61 @@ class ReplicaWait:
         info = RedisCommand(("INFO", "replication"))
         return (info, RedisCommand(("INFO", "server")), wait, info, RedisCommand(("CLIENT INFO",)))
 
-    def check(self, replies: list[Any], view: SentinelNodes | None = None) -> None:
+    def check(self, replies: list[Any], views: SentinelViews | None = None) -> None:
         """Given the replies of the commands `commands` queued (and, under Sentinel with ``auto``, the
-        sentinels' view taken after them); raises NotReplicated unless every required replica acknowledged."""
+        sentinels' views taken after them); raises NotReplicated unless every required replica acknowledged."""
         if not self.policy.needs_replica_count:
             acked, required = int(replies[-1]), self.policy.required(0)
             if acked < required:
                 raise NotReplicated(f"the write reached {acked} of {required} required replica(s)")
             return
         before, server, after, connection = replies[-5], replies[-4], replies[-2], replies[-1]
-        if view is None:
+        if views is None or not views.views:
             raise NotReplicated("no sentinel answered which primary it names")
-        if not _is_named_primary(server, connection, view):
-            raise NotReplicated("the node written to is not the primary the sentinels name")
+        if 2 * len(views.views) <= views.asked:
+            raise NotReplicated(f"{len(views.views)} of {views.asked} sentinels answered; a majority must")
+        for view in views.views:
+            if not _is_named_primary(server, connection, view):
+                raise NotReplicated("the node written to is not the primary every sentinel names")
+            if view.master_flags & _PRIMARY_IN_DOUBT:
+                raise NotReplicated("a sentinel holds the primary down or is failing it over")
         target = int(before.get("master_repl_offset", 0))
         acknowledged = replica_offsets(after)
-        must = view.up_replicas | replica_offsets(before).keys() | acknowledged.keys()
+        must = promotable_replicas(views) | replica_offsets(before).keys() | acknowledged.keys()
         with self._lock:
             self._needed = max(len(must), 1)
-        reached = sum(1 for replica in must if acknowledged.get(replica, -1) >= target)
-        if not must or reached < len(must):
-            raise NotReplicated(f"the write reached {reached} of {max(len(must), 1)} required replica(s)")
+        missing = sorted(replica for replica in must if acknowledged.get(replica, -1) < target)
+        if not must or missing:
+            names = ", ".join(f"{host}:{port}" for host, port in missing)
+            raise NotReplicated(
+                f"the write reached {len(must) - len(missing)} of {max(len(must), 1)} required replica(s)"
+                + (f"; not acknowledged by {names}" if names else "")
+            )
+
+
+_PRIMARY_IN_DOUBT = frozenset({"s_down", "o_down", "failover_in_progress"})
+
+
+def promotable_replicas(views: SentinelViews) -> set[Address]:
+    """Every replica a sentinel lists, except one that every sentinel answered for and has held down for
+    longer than twice its failover timeout.
+
+    Why that one may be left out: a sentinel promotes only a replica it holds up, and adopts a
+    promotion only while the failover that sent it is under way, at most its failover timeout; so a
+    replica every sentinel has held down that long can neither be promoted now nor be carrying a
+    promotion that will still count (twice, for the sentinels' clocks and ticks). Any other replica,
+    down in one sentinel's eyes but up in another's, or down only briefly, may become the primary
+    without the write (the chaos soak saw that: docs/chaos.md), so it must acknowledge. The cost: a
+    dead replica holds up acknowledgements (503, retried) for that long; ``SENTINEL RESET`` forgets it.
+    """
+    listed: set[Address] = set().union(*(view.replicas for view in views.views))
+    if len(views.views) < views.asked:
+        return listed
+
+    def gone(replica: Address) -> bool:
+        return all(view.down_ms.get(replica, -1) > 2 * view.failover_timeout_ms for view in views.views)
+
+    return {replica for replica in listed if not gone(replica)}
 
 
 def _is_named_primary(server: dict[str, Any], connection: dict[str, Any], view: SentinelNodes) -> bool:

@@ -59,8 +59,8 @@ class RedisCommand:
 
 @dataclass(frozen=True, slots=True)
 class SentinelView:
-    """What the first answering sentinel says of the primary this runner's client follows: a `SentinelNodes`,
-    or None when no sentinel answered or the client has none."""
+    """What every sentinel of this runner's client says of the primary it follows: a `SentinelViews`,
+    or None when the client has no sentinels."""
 
 
 Address = tuple[str, int]
@@ -68,14 +68,40 @@ Address = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class SentinelNodes:
-    """The primary a sentinel names (its run id as of the sentinel's last ``INFO`` of it, how long ago that
-    was, and its address), and the replicas it lists for it and holds up (neither s_down, o_down nor
-    disconnected: those a failover skips), by address."""
+    """What one sentinel says: the primary it names (its run id as of the sentinel's last ``INFO`` of it,
+    how long ago that was, its address and the sentinel's flags for it, e.g. ``failover_in_progress``),
+    its failover timeout, and every replica it lists for that primary, by address, with how long it
+    has held each of them subjectively down (``s-down-time``; absent while it holds one up)."""
 
     master_run_id: str
-    up_replicas: frozenset[Address]
     master_address: Address
     master_info_age_ms: int
+    master_flags: frozenset[str]
+    failover_timeout_ms: int
+    replicas: frozenset[Address]
+    down_ms: dict[Address, int]
+
+    @classmethod
+    def from_replies(cls, master: dict[str, Any], replicas: list[dict[str, Any]]) -> SentinelNodes:
+        """From ``SENTINEL MASTER`` and ``SENTINEL REPLICAS`` as redis-py parses them."""
+        listed = {(str(r["ip"]), int(r["port"])): r for r in replicas}
+        return cls(
+            master_run_id=str(master.get("runid", "")),
+            master_address=(str(master.get("ip", "")), int(master.get("port", 0))),
+            master_info_age_ms=int(master.get("info-refresh", 0)),
+            master_flags=frozenset(str(master.get("flags", "")).split(",")),
+            failover_timeout_ms=int(master.get("failover-timeout", 0)),
+            replicas=frozenset(listed),
+            down_ms={a: int(r["s-down-time"]) for a, r in listed.items() if "s-down-time" in r},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelViews:
+    """The answers of the sentinels that answered, out of how many were asked."""
+
+    asked: int
+    views: tuple[SentinelNodes, ...]
 
 
 @dataclass(frozen=True, slots=True)

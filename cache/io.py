@@ -28,6 +28,7 @@ from cache.effects import (
     RunScript,
     SentinelNodes,
     SentinelView,
+    SentinelViews,
     Sleep,
 )
 from cache.scripts import LoadedScripts
@@ -91,23 +92,24 @@ class SyncIO:
                     pipe.execute_command(*step.args)  # type: ignore[no-untyped-call]
             return pipe.execute()
 
-    def _sentinel_view(self) -> SentinelNodes | None:
-        """`SentinelView`: from the first sentinel that answers both ``SENTINEL MASTER`` and ``SENTINEL REPLICAS``."""
+    def _sentinel_view(self) -> SentinelViews | None:
+        """`SentinelView`: ``SENTINEL MASTER`` and ``SENTINEL REPLICAS`` from every sentinel, in one round trip
+        each; one that does not answer is left out (the check decides whether enough did)."""
         pool = self._redis().connection_pool
         manager = getattr(pool, "sentinel_manager", None)
         if manager is None:
             return None
-        down = ("is_sdown", "is_odown", "is_disconnected")
+        views = []
         for sentinel in manager.sentinels:
             try:
-                master = sentinel.execute_command("SENTINEL MASTER", pool.service_name)  # type: ignore[attr-defined]
-                replicas = sentinel.execute_command("SENTINEL SLAVES", pool.service_name)  # type: ignore[attr-defined]
+                with sentinel.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("SENTINEL MASTER", pool.service_name)  # type: ignore[attr-defined]
+                    pipe.execute_command("SENTINEL SLAVES", pool.service_name)  # type: ignore[attr-defined]
+                    master, replicas = pipe.execute()
             except RedisError:
                 continue
-            up = frozenset((str(r["ip"]), int(r["port"])) for r in replicas if not any(r.get(flag) for flag in down))
-            address = (str(master.get("ip", "")), int(master.get("port", 0)))
-            return SentinelNodes(str(master.get("runid", "")), up, address, int(master.get("info-refresh", 0)))
-        return None
+            views.append(SentinelNodes.from_replies(master, replicas))
+        return SentinelViews(len(manager.sentinels), tuple(views))
 
     def _redis(self) -> Redis:
         assert self.redis is not None, "this runner has no Redis client"

@@ -298,8 +298,8 @@ def _prime_program(durable: ReplicaWait) -> Program[None]:
 def _checked_program(durable: ReplicaWait, replies: list[Any]) -> Program[None]:
     """Raise NotReplicated unless the write's pipeline (``replies``) reached every replica it must: under
     Sentinel as the sentinels see the topology right after it."""
-    view = (yield SentinelView()) if durable.needs_view else None
-    durable.check(replies, view)
+    views = (yield SentinelView()) if durable.needs_view else None
+    durable.check(replies, views)
 
 
 def record_program(
