@@ -102,6 +102,9 @@ def test_a_short_chaos_run_finds_no_violation_and_loses_no_event(tmp_path: Path)
     assert report["events"]["changes"] >= 50 and report["events"]["acknowledged"] == report["events"]["changes"]
     assert report["ops"]["lookups_checked"] > 1000 and report["ops"]["door_decisions_checked"] > 300
     assert set(report["faults"]) == set(KINDS), report["faults"]  # every kind of fault happened at least once
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    cuts = [f for f in history if f["k"] == "fault" and f["kind"] == "redis_cut" and f["ok"]]
+    assert any(f["connections"] > 0 for f in cuts), cuts  # the proxied app was connected through it when cut
     assert report["final"]["drained"] and report["final"]["mismatches"] == [], report["final"]
     assert report["final"]["ttl_overruns"] == []
     assert report["ok"] and done.returncode == 0, done.stderr[-2000:]
@@ -184,3 +187,53 @@ def test_the_oracle_counts_a_change_never_acknowledged_as_lost(tmp_path: Path) -
     verdict = Oracle(out).check()
     log.info("oracle: %d changes, %d lost", verdict.changes, len(verdict.lost))
     assert verdict.lost == [2] and verdict.acked == 1 and verdict.changes == 2
+
+
+def test_the_proxy_follows_the_primary_through_a_failover_and_its_cut_resets_every_connection() -> None:
+    """`redis_cut` is worth what the proxy does: a cut must reset live connections and refuse new ones for its
+    hold, and after a failover its connections must reach the new primary, not the old one (which would let
+    the proxied app read a stale node)."""
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from devstack.chaos.proxy import PrimaryProxy
+    from devstack.redis_topology import SentinelTopology
+    from devstack.waiting import wait_until
+
+    with SentinelTopology(replicas=2, sentinels=3, failover_timeout_ms=2000) as topology:
+        proxy = PrimaryProxy(topology.sentinels, topology.master_name).start()
+        try:
+            client = Redis.from_url(proxy.url, socket_timeout=2, retry_on_timeout=False, retry=None)
+            assert client.set("k", "v") and client.get("k") == b"v"
+            assert client.info("server")["tcp_port"] == topology.primary.port
+            assert proxy.cut(1.5) == 1
+            with pytest.raises(RedisConnectionError):
+                client.get("k")  # the live connection was reset...
+            with pytest.raises(RedisConnectionError):
+                Redis.from_url(proxy.url, retry=None).ping()  # ...and a new one is refused during the hold
+            wait_until(lambda: _pings(proxy.url), 10, what="the proxy to accept again", poll_s=0.1)
+            old = topology.kill_primary()
+            topology.wait_for_failover(old.port)
+
+            def reaches_new_primary() -> bool:
+                try:
+                    with Redis.from_url(proxy.url, socket_timeout=1, retry=None) as fresh:
+                        return bool(fresh.info("server")["tcp_port"] == topology.primary.port != old.port)
+                except RedisConnectionError:
+                    return False
+
+            wait_until(reaches_new_primary, 10, what="the proxy to follow the new primary", poll_s=0.1)
+        finally:
+            proxy.close()
+        assert port_free(proxy.port)
+
+
+def _pings(url: str) -> bool:
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    try:
+        with Redis.from_url(url, socket_timeout=1, retry=None) as client:
+            return bool(client.ping())
+    except RedisConnectionError:
+        return False

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from devstack.chaos.history import History
-from devstack.chaos.topology import ChaosTopology, Child
+from devstack.chaos.topology import PROXIED_APP, ChaosTopology, Child
 
 KINDS = (
     "primary_kill",
@@ -25,6 +25,7 @@ KINDS = (
     "web_kill",
     "app_kill",
     "app_stop",
+    "redis_cut",
     "clerk_latency",
     "clerk_429",
     "clerk_5xx",
@@ -54,6 +55,7 @@ class FaultInjector:
             "web_kill": self.web_kill,
             "app_kill": lambda: self.kill_restart(self.topology.apps),
             "app_stop": self.app_stop,
+            "redis_cut": self.redis_cut,
             "clerk_latency": self.clerk_latency,
             "clerk_429": lambda: self.clerk_failures(429),
             "clerk_5xx": lambda: self.clerk_failures(self.rng.choice([500, 502, 503])),
@@ -161,6 +163,15 @@ class FaultInjector:
         finally:
             app.signal(signal.SIGCONT)
         return {"target": app.name, "stopped_s": round(stopped_s, 3)}
+
+    def redis_cut(self) -> dict[str, object]:
+        """Every Redis connection of the proxied app reset, and new ones refused for a moment."""
+        proxy = self.topology.proxy
+        assert proxy is not None, "the topology has no proxy"
+        hold_s = self.rng.uniform(0.3, 3.0)
+        cut = proxy.cut(hold_s)
+        time.sleep(hold_s)
+        return {"target": f"app-{PROXIED_APP}", "connections": cut, "hold_s": round(hold_s, 3)}
 
     def clerk_latency(self) -> dict[str, object]:
         latency_s, spike_s = self.rng.uniform(0.2, 0.8), self.rng.uniform(1.0, 3.0)

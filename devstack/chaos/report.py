@@ -117,7 +117,7 @@ def _recovery(
     elif kind == "web_kill":  # the first 2xx of that web process after its restart
         url = webs.get(fault.get("target", ""), "")
         times = [d["t1"] for d in deliveries if 200 <= d["status"] < 300 and d["t0"] > end and d["url"].startswith(url)]
-    elif kind in ("app_kill", "app_stop"):  # that app's first answer to a lookup invoked after it came back
+    elif kind in ("app_kill", "app_stop", "redis_cut"):  # that app's first answer to an operation invoked after it
         app = fault.get("target", "")
         times = [op["t1"] for op in ops if op["p"] == app and "e" not in op and op["t0"] > end]
     elif kind.startswith("clerk_"):  # the first answer, anywhere, to a lookup invoked after the fault's end

@@ -1,5 +1,7 @@
 """Every process of a chaos run: Sentinel (a primary, two replicas, three sentinels), two web processes,
 two workers (the Procfile's commands) and three app processes, with the Clerk stand-in in the driver.
+The door app reaches Redis through a `PrimaryProxy` in the driver (as an app behind HAProxy would), so
+that its connections can be cut; the others find the primary through the sentinels themselves.
 
 Each child runs in a session of its own (a Ctrl-C for the driver's group must not reach it before the
 driver stops it in order) and follows the driver when it dies (``PR_SET_PDEATHSIG``). Faults kill whole
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from devstack.chaos.proxy import PrimaryProxy
 from devstack.chaos.workload import World
 from devstack.clerk_standin import ClerkStandIn
 from devstack.redis_server import free_port
@@ -34,6 +37,7 @@ CLERK_KEY = "sk_test_chaos_" + "k3y" * 8
 APP_MODES = ("sync", "async", "door")
 NEAR_APPS = ("sync", "async")  # with the near-cache (cache.near): the door app reads Redis on every hit
 NEAR_CACHE_SIZE = 2000
+PROXIED_APP = "door"  # reaches Redis through the proxy, without sentinels of its own
 
 
 @dataclass
@@ -108,6 +112,7 @@ class ChaosTopology:
         self.webs: list[Child] = []
         self.workers: list[Child] = []
         self.apps: list[Child] = []
+        self.proxy: PrimaryProxy | None = None
         self.redis_pids: set[int] = set()
         self.redis_ports: set[int] = set()
         self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
@@ -159,11 +164,15 @@ class ChaosTopology:
                 log = self.out / f"worker-{i}.log"
                 self.workers.append(Child(f"worker-{i}", procfile_command("worker"), self.env(), log, self.spawner))
             users, orgs = ",".join(self.world.all_users), ",".join(self.world.orgs)
+            self.proxy = PrimaryProxy(self.redis.sentinels, self.redis.master_name).start()
             for mode in APP_MODES:
                 name = f"app-{mode}"
                 ops = str(self.out / f"ops-{name}.jsonl")
                 argv = [sys.executable, "-m", "devstack.chaos.app", mode, ops, users, orgs]
                 env = self.env(NEAR_CACHE_SIZE=str(NEAR_CACHE_SIZE if mode in NEAR_APPS else 0))
+                if mode == PROXIED_APP:
+                    env = {k: v for k, v in env.items() if k not in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")}
+                    env["REDIS_URL"] = self.proxy.url
                 self.apps.append(Child(name, argv, env, self.out / f"{name}.log", self.spawner))
             for child in self.children:
                 child.start()
@@ -200,7 +209,8 @@ class ChaosTopology:
     def write_processes(self) -> None:
         self._note_redis()
         pids = sorted({pid for child in self.children for pid in child.pids} | self.redis_pids)
-        ports = sorted({web.port for web in self.webs if web.port} | self.redis_ports | {self.clerk.port})
+        proxy = {self.proxy.port} if self.proxy is not None else set()
+        ports = sorted({web.port for web in self.webs if web.port} | self.redis_ports | {self.clerk.port} | proxy)
         (self.out / "processes.json").write_text(json.dumps({"pids": pids, "ports": ports}))
 
     def stop_apps(self) -> None:
@@ -214,6 +224,8 @@ class ChaosTopology:
         for child in self.children:
             with contextlib.suppress(Exception):
                 child.stop()
+        if self.proxy is not None:
+            self.proxy.close()
         self.redis.close()
         self._wait_gone()
         self.spawner.shutdown(wait=True)
