@@ -82,12 +82,6 @@ def assert_nothing_left(out: Path, tmp_path: Path, mark: str) -> None:
     assert list((tmp_path / "tmp").iterdir()) == []  # Redis's and the processes' temp dirs are gone
 
 
-@pytest.mark.skipif(
-    os.environ.get("CHAOS_IN_SUITE") != "1",
-    reason="open finding (docs/chaos.md, 2026-12-04): 1 run in 4 still reports stale answers after a split in which "
-    "the replica later promoted was held down by the sentinels when the write was acknowledged; runs only with "
-    "CHAOS_IN_SUITE=1 (and ./dev chaos) until that is closed",
-)
 @pytest.mark.timeout(480)  # the run itself is bounded at 420 s
 def test_a_short_chaos_run_finds_no_violation_and_loses_no_event(tmp_path: Path) -> None:
     out, mark = tmp_path / "run", secrets.token_hex(8)
