@@ -171,7 +171,8 @@ def promotable_replicas(views: SentinelViews) -> set[Address]:
         return listed
 
     def gone(replica: Address) -> bool:
-        return all(view.down_ms.get(replica, -1) > 2 * view.failover_timeout_ms for view in views.views)
+        # a sentinel that reports no failover timeout gives no bound: the replica stays required
+        return all(0 < 2 * view.failover_timeout_ms < view.down_ms.get(replica, -1) for view in views.views)
 
     return {replica for replica in listed if not gone(replica)}
 
