@@ -18,14 +18,28 @@ on the session's private Redis, with Clerk played by the stand-in's in-memory mo
   the end; a membership's permissions are its role's, read live, as Clerk's are;
 - the worker's role patch (lease + stash, one read of Clerk's role list, fill and settle), as
   `worker.refresher.Refresher.patch_roles` runs it;
-- a Redis restart without persistence (everything gone), a lease expiring.
+- a Redis restart without persistence (everything gone), a lease expiring;
+- two app processes with a near-cache (tests/model_near.py): the real `cache.near.NearCache`, its
+  control-plane threads not started, each turn of their loops one step: register (subscribe, then
+  near_register.lua), renew (extended only once the returned count is handled), its lease running out
+  on its own clock, Redis's listing of an id it no longer serves under expiring (within the grace or
+  past it), and its listener reading one invalidation, however late (drop, bump the epoch, then
+  acknowledge); their lookups are the library's lookup with that near-cache (a local hit first, as
+  `MembershipCache.get_memberships` does; else near_get.lua or the fill, each executed at one step and
+  its reply handled, kept or refused by the epoch, at a later one);
+- the intake's near-cache wait: after the record, `cache.protocol.near_invalidate_program` publishes
+  (near_publish.lua) and takes acknowledgements as they come; the event counts as acknowledged (2xx)
+  only when the program answers, or when its wait runs out, which lapses each listed process still
+  serving on a lease sent before the publish's reply (what the margin guarantees; a lease sent after it
+  is assumed to outlive the wait, so only the count check can stop it).
 
 After every step: each stored value agrees, organization by organization, with some Clerk
 state no older than the last acknowledged event about it (its role with the membership's events,
 its permissions with the role and permission events about the role it names, its name with the
 org's); no value outlives the Clerk read it carries by more than the TTL; only the documented keys
 live without an expiry. Every finished lookup agrees, permissions included, with Clerk as of the
-events acknowledged before it started. At the end, with every event delivered and a drain run,
+events acknowledged before it started, and so does every local hit, and what each process's tier would
+answer now (checked after every step). At the end, with every event delivered and a drain run,
 every value equals Clerk, permissions included.
 
 Size: MODEL_PROFILE=ci (default: 2,000 examples of up to 50 steps) or long (100x).
@@ -68,11 +82,31 @@ from cache.contract import (
 )
 from cache.effects import HttpGet, HttpResponse, Program, RedisGet, RunScript, Sleep
 from cache.io import SyncIO
-from cache.protocol import Acquired, Fill, PatchAction, PatchOutcome, decode_acquired, new_token, record_program
+from cache.protocol import (
+    Acquired,
+    Fill,
+    NearRegistry,
+    PatchAction,
+    PatchOutcome,
+    decode_acquired,
+    near_invalidate_program,
+    near_margin_s,
+    new_token,
+    record_program,
+)
 from cache.read_path import ReadPath, fill_for
 from devstack.clerk_standin.model import Model
 from devstack.clerk_standin.shapes import StandInError
 from devstack.signing import new_message_id
+from tests.model_near import (
+    LEASE_AGE,
+    NEAR_LEASE_MS,
+    IntakeNear,
+    IntakeWait,
+    NearProcess,
+    SteppedNearCache,
+    expire_listing,
+)
 from webhook.events import targets_for
 from worker.store import RefreshStore
 
@@ -94,7 +128,12 @@ NOT_EXPIRING = (
     contract.ORG_PATCHES_KEY,
     contract.REFRESHING_PREFIX,
     contract.ORG_PATCH_PREFIX,
+    contract.NEAR_CACHES_KEY,
+    contract.NEAR_SEQ_KEY,
+    contract.NEAR_LEASE_MS_KEY,
+    contract.NEAR_BORN_KEY,
 )
+NEAR_PROCESSES = 2
 
 settings.register_profile(
     "ci", max_examples=2_000, stateful_step_count=50, deadline=None, suppress_health_check=list(HealthCheck)
@@ -122,7 +161,10 @@ SEEN: Counter[str] = Counter()  # how often the interesting steps happened (prin
 # run in which no fill was ever refused, or no org or role patch ever stored, checked nothing about the races
 # the protocol exists for. (2,000 examples reach each 30 to 2,500 times.) "a drain fill refused", "a patch
 # refused", "a role patch refused" and "a role patch refreshed in full" (a value naming a role Clerk deleted)
-# are counted too, but are rare (0 to 20 in 2,000 examples), so not required.
+# are counted too, but are rare (0 to 20 in 2,000 examples), so not required. The near-cache's: a local hit, a
+# value kept and one refused (the epoch moved or the lease lapsed since its read was sent), an invalidation
+# acknowledged, an intake waiting out a lease, a renewal held back until its count is handled. A refusal because an
+# invalidation overtook the read ("epoch moved") is counted apart (35 times in one CI run), but not required.
 MUST_SEE = (
     "a lookup hit",
     "a lookup waited",
@@ -131,6 +173,12 @@ MUST_SEE = (
     "a drain fill stored",
     "a patch stored",
     "a role patch stored",
+    "a local hit",
+    "a local fill kept",
+    "a local fill refused",
+    "an invalidation acknowledged",
+    "an intake waited out a lease",
+    "a renewal held back by the count",
 )
 
 Pair = tuple[str, str]
@@ -157,6 +205,9 @@ class Lookup:
     read: list[Any] | None = None  # Clerk's answer, captured when the read started (None: 404)
     read_started: bool = False
     read_time_ms: int = 0
+    process: NearProcess | None = None  # the app process whose near-cache the lookup goes through, if any
+    reply: Any = None  # a near lookup's read or fill, executed in Redis, its reply not handled yet
+    executed: bool = False
 
 
 @dataclass
@@ -203,6 +254,10 @@ class FreshnessModel(RuleBasedStateMachine):
         self.dead_drains: list[str] = []
         self.provenance: dict[str, int] = {}  # user -> server ms at which the Clerk read of its value began
         self.stash_provenance: dict[str, int] = {}
+        self.processes: list[NearProcess] = []  # app processes with a near-cache (tests/model_near.py)
+        self.inbox: Counter[str] = Counter()  # near id -> invalidations published to it, not yet read
+        self.waits: list[IntakeWait] = []  # deliveries recorded, whose 2xx waits on the near-caches
+        self.intake_near = IntakeNear(self.r, self.io, NearRegistry())
 
     # -- Clerk's truth and its history --------------------------------------------------------
     #
@@ -312,6 +367,20 @@ class FreshnessModel(RuleBasedStateMachine):
         for i, user in enumerate(USERS):
             self.clerk.add_membership(user, self.orgs[i % 2], ROLES[(i + 1) % len(ROLES)])
         self.record_truth()
+        for _ in range(NEAR_PROCESSES):
+            near = SteppedNearCache(self.r)
+            read_path = ReadPath(
+                ClerkReads("sk_test_model", MODEL_CLERK),
+                ttl_seconds=TTL_S,
+                lease_ms=LEASE_MS,
+                fill_wait_s=0.0,
+                near=near,
+            )
+            self.processes.append(NearProcess(near, read_path, SyncIO(self.r)))
+            self.processes[-1].control_step()  # registered before the intake's first invalidation
+        # the intake starts while the data set stands: it knows its near-born stamp (that an intake started after
+        # Redis lost the registrations cannot know is the open case docs/architecture.md names)
+        self.io.run(self.intake_near.registry.prime_program())
 
     # -- Clerk changes (each sends a webhook, delivered by `deliver` at some later step) ----------
 
@@ -425,15 +494,163 @@ class FreshnessModel(RuleBasedStateMachine):
         for user in existed:  # values moved aside by an org event keep their provenance for the patch
             if self.r.exists(contract.stash_key(user)) and user in self.provenance:
                 self.stash_provenance[user] = self.provenance[user]
-        self.acked.append((self.step, version, scope))
+        # then, as `webhook.intake.WebhookIntake.record_event`: publish to every registered near-cache, and
+        # answer 2xx only once each has acknowledged or its lease has run out
+        program = near_invalidate_program(targets, block_s=1.0, registry=self.intake_near.registry)
+        wait = IntakeWait((version, scope), program)
+        if self.intake_near.start(wait, self.processes, self.inbox):
+            self.acked.append((self.step, version, scope))
+        else:
+            self.waits.append(wait)
+
+    @precondition(lambda self: bool(self.waits))
+    @rule(pick=st.integers(0, 10), runs_out=st.sampled_from([False, False, True]))
+    def intake_waits(self, pick: int, runs_out: bool) -> None:
+        """A delivery waiting on the near-caches takes the acknowledgements pushed so far, or its wait runs out
+        (each unacknowledged id's lease, by the intake's clock); once it is over, it answers 2xx."""
+        wait = self.waits[pick % len(self.waits)]
+        if runs_out:
+            if self.intake_near.wait_out(wait, self.processes):
+                SEEN["an intake waited out a lease"] += 1
+            done = True
+        else:
+            done = self.intake_near.advance(wait, self.processes, self.inbox)
+        if done:
+            self.waits.remove(wait)
+            self.acked.append((self.step, *wait.event))
+
+    # -- app processes' near-caches (tests/model_near.py) ------------------------------------------
+
+    @rule(
+        step=st.sampled_from(["control"] * 3 + ["receive"] * 4 + ["lapse", "listing_expires"]),
+        pick=st.integers(0, 10),
+        within_grace=st.booleans(),
+    )
+    def a_process_steps(self, step: str, pick: int, within_grace: bool) -> None:
+        """An app process's control plane takes one step (one rule, so the others keep their share of steps)."""
+        process = self.processes[pick % NEAR_PROCESSES]
+        if step == "control":  # register (subscribe, then register), or renew (extended once the count is handled)
+            before = dict(process.near.stats.drops)
+            process.control_step()
+            for reason in process.near.stats.drops:
+                if process.near.stats.drops[reason] != before.get(reason):
+                    SEEN[f"a near tier dropped ({reason})"] += 1
+            if process.near._pending is not None:
+                SEEN["a renewal held back by the count"] += 1
+        elif step == "receive":  # its listener reads one invalidation, however late: drops, then acknowledges
+            ready = [
+                (p, i) for p in self.processes for i in p.listening if self.inbox[i.id] or i is not p.near._incarnation
+            ]
+            if ready:
+                receiver, incarnation = ready[pick % len(ready)]
+                if receiver.receive(incarnation, self.inbox):
+                    SEEN["an invalidation acknowledged"] += 1
+        elif step == "lapse":  # as time passing would: its renewals are late (slow, paused), its lease runs out
+            process.lapse()
+        else:  # as time passing would: a registration's lease ends by Redis's clock; only one no process serves
+            # under, since Redis's lease was renewed no earlier than the process's and is longer
+            # (in the order the processes registered them: Redis orders equal lease ends by the ids, which are random)
+            order = {near_id: (i, j) for i, p in enumerate(self.processes) for j, near_id in enumerate(p.ids)}
+            listed = sorted(
+                (
+                    str(i)
+                    for i in self.r.zrange(contract.NEAR_CACHES_KEY, 0, -1)
+                    if not any(p.serving_as(str(i)) for p in self.processes)
+                ),
+                key=order.__getitem__,
+            )
+            if listed:
+                expire_listing(self.r, listed[pick % len(listed)], within_grace)
+
+    def overtaken(self) -> list[tuple[NearProcess, Any]]:
+        """Processes with a lookup in flight and an invalidation on its way to their current subscription."""
+        return [
+            (p, p.near._incarnation)
+            for p in {id(lookup.process): lookup.process for lookup in self.lookups if lookup.process}.values()
+            if p.near._incarnation is not None and self.inbox[p.near._incarnation.id]
+        ]
+
+    @precondition(lambda self: bool(self.overtaken()))
+    @rule(pick=st.integers(0, 10))
+    def near_receives_during_a_lookup(self, pick: int) -> None:
+        """The same step as a listener's read, offered whenever it can overtake a lookup's read in flight
+        (the race the epoch exists for), so that the run reaches it often."""
+        process, incarnation = self.overtaken()[pick % len(self.overtaken())]
+        if process.receive(incarnation, self.inbox):
+            SEEN["an invalidation acknowledged"] += 1
+
+    def replies_pending(self) -> list[NearProcess]:
+        """Processes with a lookup whose Redis read or fill has run and whose reply is not handled yet."""
+        return [lookup.process for lookup in self.lookups if lookup.process is not None and lookup.executed]
+
+    @precondition(lambda self: bool(self.outbox) and bool(self.replies_pending()))
+    @rule(pick=st.integers(0, 1_000), answers=st.booleans())
+    def an_event_overtakes_a_reply(self, pick: int, answers: bool) -> None:
+        """The intake's delivery and the process's handling of its invalidation, both between a read's execution
+        and its reply (the race the epoch exists for), then, if ``answers``, the intake taking the acknowledgements
+        (its 2xx); the same steps as `deliver`, a listener's read and `intake_waits`, offered together whenever
+        the race is open, so that the run reaches it often. The event is one about a user whose read is
+        overtaken, or about an org or a role, if there is one (the others cannot make the kept value stale)."""
+        overtaken = self.replies_pending()
+        users = {lookup.user for lookup in self.lookups if lookup.process is not None and lookup.executed}
+        about = [i for i, sent in enumerate(self.outbox) if sent[3][0] not in ("pair", "user") or sent[3][1] in users]
+        self.deliver(about[pick % len(about)] if about else pick, again=False, anonymous=False)
+        for process in self.processes:  # each current listener takes it (and acknowledges): the 2xx can follow
+            incarnation = process.near._incarnation
+            if incarnation is not None and incarnation in process.listening and self.inbox[incarnation.id]:
+                process.receive(incarnation, self.inbox)
+                if process in overtaken:
+                    SEEN["an invalidation overtook a reply"] += 1
+        for wait in list(self.waits) if answers else []:
+            if self.intake_near.advance(wait, self.processes, self.inbox):
+                self.waits.remove(wait)
+                self.acked.append((self.step, *wait.event))
+
+    def renewing_behind_a_message(self) -> list[NearProcess]:
+        """Processes serving while an invalidation is on its way to their current subscription and a delivery
+        waits: a renewal now returns a count their listener has not reached."""
+        if not self.waits:
+            return []
+        return [
+            p
+            for p in self.processes
+            if p.near.serving and p.near._incarnation is not None and self.inbox[p.near._incarnation.id]
+        ]
+
+    @precondition(lambda self: bool(self.renewing_behind_a_message()))
+    @rule(pick=st.integers(0, 10), runs_out=st.booleans())
+    def a_renewal_overtakes_an_invalidation(self, pick: int, runs_out: bool) -> None:
+        """A process renews after a publish to it, before its listener has the message (the race the count check
+        exists for), then, if ``runs_out``, a waiting delivery's wait runs out; the same steps as a control step
+        and `intake_waits`, offered together whenever the race is open, so that the run reaches it often."""
+        candidates = self.renewing_behind_a_message()
+        process = candidates[pick % len(candidates)]
+        process.control_step()
+        if process.near._pending is not None:
+            SEEN["a renewal held back by the count"] += 1
+        if runs_out:
+            self.intake_waits(pick, runs_out=True)
 
     # -- lookups, a step at a time ------------------------------------------------------------------
 
     @precondition(lambda self: len(self.lookups) < 3)
-    @rule(user=st.sampled_from(USERS))
-    def lookup_starts(self, user: str) -> None:
-        program = self.read_path.memberships_program(user)
-        self.lookups.append(Lookup(user, self.step, program, next(program)))  # nothing is sent yet
+    @rule(user=st.sampled_from(USERS), where=st.sampled_from([None, *range(NEAR_PROCESSES)]))
+    def lookup_starts(self, user: str, where: int | None) -> None:
+        """A lookup in the worker-less path (``where`` None) or in an app process: first its near-cache, as
+        `cache.MembershipCache.get_memberships` does (a local hit answers at once), then the library's lookup."""
+        if where is None:
+            program = self.read_path.memberships_program(user)
+            self.lookups.append(Lookup(user, self.step, program, next(program)))  # nothing is sent yet
+            return
+        process = self.processes[where]
+        hit = process.near.get(user)
+        if hit is not None:
+            SEEN["a local hit"] += 1
+            problems = self.agrees(user, hit, self.step)
+            assert not problems, f"a local hit returned state older than an acknowledged event: {problems}"
+            return
+        program = process.read_path.memberships_program(user)
+        self.lookups.append(Lookup(user, self.step, program, next(program), process=process))
 
     @precondition(lambda self: bool(self.lookups) or bool(self.jobs))
     @rule(pick=st.integers(0, 10), steps=st.integers(1, 6))
@@ -465,6 +682,8 @@ class FreshnessModel(RuleBasedStateMachine):
                 lookup.read = None if user in self.deleted_users else self.clerk.memberships_of(user)
                 return
             send = clerk_answer(lookup.read)  # ... and returns
+        elif lookup.executed:  # a near lookup's read or fill ran in Redis at an earlier step: its reply arrives
+            send, lookup.executed = lookup.reply, False
         else:
             send = self.io.do(effect)
             if isinstance(effect, RedisGet) and send is not None:
@@ -475,6 +694,11 @@ class FreshnessModel(RuleBasedStateMachine):
                 SEEN["a lookup stored" if send else "a lookup's fill refused"] += 1
                 if send:
                     self.provenance[user] = lookup.read_time_ms
+            if lookup.process is not None and isinstance(effect, RunScript) and effect.name in ("near_get", "fill"):
+                lookup.reply, lookup.executed = send, True  # the reply is handled (kept or not) at a later step
+                return
+        near = lookup.process.near if lookup.process is not None else None
+        kept, refused = (near.stats.kept, near.stats.refused) if near is not None else (0, 0)
         try:
             lookup.effect = lookup.program.send(send)
             lookup.read_started = False
@@ -483,6 +707,14 @@ class FreshnessModel(RuleBasedStateMachine):
             return
         except StopIteration as stop:
             result = stop.value
+        finally:
+            if near is not None and near.stats.kept > kept:
+                SEEN["a local fill kept"] += 1
+            if near is not None and near.stats.refused > refused:
+                SEEN["a local fill refused"] += 1  # by either guard of `NearCache.keep`:
+                SEEN[
+                    "a local fill refused (epoch moved)" if near.serving else "a local fill refused (lease lapsed)"
+                ] += 1
         self.lookups.remove(lookup)
         problems = self.agrees(user, result, lookup.started_at)
         assert not problems, f"a lookup returned state older than an acknowledged event: {problems}"
@@ -672,11 +904,21 @@ class FreshnessModel(RuleBasedStateMachine):
             read_at = self.provenance.get(user)
             assert read_at is not None, f"a value for {user} that no fill stored"
             assert expire_at <= read_at + TTL_S * 1000, f"{user}'s value outlives its Clerk read by more than the TTL"
+        for process in self.processes:  # what a local hit would answer now (the invariant covers every tier)
+            process.note_lease_age()
+            for user in USERS:
+                hit = process.near.get(user)
+                if hit is not None:
+                    problems = self.agrees(user, hit, self.step)
+                    assert not problems, f"a near-cache serves state older than an acknowledged event: {problems}"
 
     def teardown(self) -> None:
         """Every event delivered and a drain run to the end: every value equals Clerk."""
         if not hasattr(self, "store"):
             return
+        for process in self.processes:
+            process.close()
+        self.processes.clear()
         while self.outbox:
             self.deliver(0, again=False, anonymous=False)
         for job in self.jobs:
@@ -709,11 +951,14 @@ class FreshnessModel(RuleBasedStateMachine):
 def test_the_freshness_protocol_holds_in_every_interleaving_hypothesis_finds(redis: Redis) -> None:
     FreshnessModel.redis = Redis(connection_pool=redis.connection_pool)
     SEEN.clear()
+    LEASE_AGE[0] = 0.0
     profile = settings.get_profile(PROFILE)
     if os.environ.get("MODEL_EXAMPLES"):
         profile = settings(profile, max_examples=int(os.environ["MODEL_EXAMPLES"]))
     run_state_machine_as_test(FreshnessModel, settings=profile)
     print(f"model check: {profile.max_examples} examples, {dict(SEEN)}")
+    lease_s = NEAR_LEASE_MS / 1000 - near_margin_s(NEAR_LEASE_MS)  # when a process's own clock ends it
+    print(f"model check: the oldest near-cache lease served on was {LEASE_AGE[0]:.3f} s old (it ends at {lease_s} s)")
     floor = max(1, profile.max_examples // 100)
     rare = [step for step in MUST_SEE if SEEN[step] < floor]
     assert not rare, f"fewer than {floor} times the run reached {rare} (saw {dict(SEEN)}): it proved little about them"
