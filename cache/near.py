@@ -102,6 +102,7 @@ class _Incarnation:
     pubsub: PubSub
     handled: int = 0
     registered: bool = False  # its registration succeeded (so a later one must drop it from the registry)
+    taken: bool = False  # the listener thread has it, and closes its subscription when it is replaced
 
 
 @dataclass
@@ -289,6 +290,8 @@ class NearCache:
         if self._incarnation is not None:
             if self._incarnation.registered:  # else the id to drop is still the one before it
                 self._previous_id = self._incarnation.id
+            if not self._incarnation.taken:  # replaced before the listener took it: nobody else would close it
+                self._incarnation.pubsub.close()
             self._incarnation = None
             self.stats.drops[reason] = self.stats.drops.get(reason, 0) + 1
             NEAR_DROPS.labels(reason).inc()
@@ -397,6 +400,8 @@ class NearCache:
                 while self._incarnation is None and not self._closed.is_set():
                     self._wake.wait(0.5)
                 incarnation = self._incarnation
+                if incarnation is not None:
+                    incarnation.taken = True
             if incarnation is None:
                 continue
             self._listen(incarnation)

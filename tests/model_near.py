@@ -95,6 +95,7 @@ class NearProcess:
         if incarnation is None:
             self.near._register(self.io)
             if self.near._incarnation is not None and self.near._incarnation not in self.listening:
+                self.near._incarnation.taken = True  # the listener has it (`NearCache._listen_loop`)
                 self.listening.append(self.near._incarnation)
                 self.ids.append(self.near._incarnation.id)
             self.close_unheard()

@@ -456,3 +456,25 @@ def test_after_a_sentinel_failover_the_app_registers_again_with_an_empty_tier_an
             assert stats["id"] != first_id and stats["drops"], stats
             assert not app.holds(BOB)  # emptied, though no event named BOB
             assert not app.get(BOB)["local"]
+
+
+def test_registrations_that_keep_failing_leave_no_subscription_open(own_redis: RedisServer) -> None:
+    """Each registration subscribes first; one that fails before the listener thread took its subscription
+    must close it itself, or every retry (5 a second, for as long as Redis refuses the registration: under
+    Sentinel, while a replica holds acknowledgements) keeps a connection open. Here the scripts are refused
+    (an ACL), so every registration fails at once; the code before this left about one in two open."""
+    admin = own_redis.client()
+    admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pw", "~*", "&*", "+@all")
+    admin = Redis(host="127.0.0.1", port=own_redis.port, username="admin", password="admin-pw")
+    for command in ("-evalsha", "-eval", "-evalsha_ro", "-eval_ro", "-fcall", "-fcall_ro"):
+        admin.execute_command("ACL", "SETUSER", "default", command)
+    near = NearCache(own_redis.url, size=10, lease_ms=500)
+    try:
+        assert near.ticket() is None  # starts the threads; nothing is served
+        wait_until(lambda: near.stats.drops.get("registration_failed", 0) >= 10, 20, what="10 failed registrations")
+        listed = admin.execute_command("CLIENT", "LIST", "TYPE", "pubsub").decode().splitlines()
+        assert len([line for line in listed if line]) <= 1, listed  # at most the one being tried now
+        assert not near.serving
+    finally:
+        near.close()
+        admin.close()
