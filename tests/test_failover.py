@@ -277,6 +277,19 @@ def settle(topology: SentinelTopology) -> None:
     wait_until(caught_up, 30, what="both replicas online and caught up", poll_s=0.05)
 
 
+def sentinel_intake(topology: SentinelTopology, clerk: ClerkStandIn) -> tuple[Any, str]:
+    """Once the topology is whole: ALICE cached as a member of a new org, and an in-process intake that
+    finds the primary through the sentinels (WAIT auto, 300 ms); returns the intake's client and the org."""
+    from tests.support import ALICE, cached_member, intake_client
+
+    settle(topology)
+    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
+    acme = cached_member(clerk, make_cache(target, clerk.url), ALICE)
+    env = {"REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in topology.sentinels)}
+    env |= {"REDIS_SENTINEL_MASTER": topology.master_name, "REDIS_WAIT_TIMEOUT_MS": "300"}
+    return intake_client(topology.primary.url, **env), acme
+
+
 def test_an_invalidation_reports_when_the_replicas_did_not_acknowledge_it(
     topology: SentinelTopology, clerk: ClerkStandIn
 ) -> None:
@@ -354,15 +367,9 @@ def test_a_replica_the_sentinels_hold_down_must_acknowledge_until_they_have_held
     longer than twice its failover timeout (no failover can promote it or still adopt a promotion of it).
     Here a replica is SIGKILLed: the code before this answered 200 as soon as the sentinels held it down
     (1 s); now 503, naming it, until that bound (4 s here), then 200 with the other replica alone."""
-    from tests.support import ALICE, cached_member, intake_client, post_event
+    from tests.support import ALICE, post_event
 
-    settle(topology)
-    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
-    cache = make_cache(target, clerk.url)
-    acme = cached_member(clerk, cache, ALICE)
-    env = {"REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in topology.sentinels)}
-    env |= {"REDIS_SENTINEL_MASTER": topology.master_name, "REDIS_WAIT_TIMEOUT_MS": "300"}
-    client = intake_client(topology.primary.url, **env)
+    client, acme = sentinel_intake(topology, clerk)
     dead = topology.replicas[0]
     dead.kill()
     killed = time.monotonic()
@@ -409,15 +416,9 @@ def test_a_stale_primary_that_kept_a_replica_does_not_acknowledge_a_revocation(
     stopped, so they are held up again at once), and where they would still be held down, its run id is
     not the one of the primary the sentinels name: either way a 503."""
     from devstack.signing import new_message_id
-    from tests.support import ALICE, cached_member, intake_client, post_event
+    from tests.support import ALICE, post_event
 
-    settle(topology)
-    target = RedisTarget(topology.primary.url, tuple(topology.sentinels), topology.master_name)
-    cache = make_cache(target, clerk.url)
-    acme = cached_member(clerk, cache, ALICE)
-    env = {"REDIS_SENTINELS": ",".join(f"{h}:{p}" for h, p in topology.sentinels)}
-    env |= {"REDIS_SENTINEL_MASTER": topology.master_name, "REDIS_WAIT_TIMEOUT_MS": "300"}
-    client = intake_client(topology.primary.url, **env)
+    client, acme = sentinel_intake(topology, clerk)
     assert post_event(client, clerk.update_membership(ALICE, acme, "org:admin")).status_code == 200  # pooled now
     old, (stalled, promoted) = topology.primary, topology.replicas
     assert old.pid is not None and stalled.pid is not None
