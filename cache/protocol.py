@@ -40,6 +40,7 @@ from cache import contract
 from cache.config import MAX_NEAR_CACHE_LEASE_MS
 from cache.durability import ReplicaWait
 from cache.effects import Program, RedisCommand, RedisPipeline, RunScript, SentinelView, Sleep
+from cache.errors import NotReplicated
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +343,7 @@ def record_program(
     durable = durable if durable is not None and durable.active else None
     if durable is not None:
         yield from _prime_program(durable)
+    first: Any = None  # the first run's reply, when a WAIT that asked for too few replicas made it run again
     while True:
         call = RunScript("record", tuple(keys), tuple(args), unflagged=support.shebang_refused)
         try:
@@ -349,8 +351,16 @@ def record_program(
                 reply = yield call
             else:
                 replies = yield RedisPipeline((call, *durable.commands()))
-                yield from _checked_program(durable, replies)
-                reply = replies[0]
+                try:
+                    yield from _checked_program(durable, replies)
+                except NotReplicated as exc:
+                    if not exc.guess_was_low or first is not None:
+                        raise
+                    # Its WAIT may not have waited for the replicas it now knows are required. Sent again, the
+                    # record is a duplicate that still writes, and its WAIT (for them all) covers both runs.
+                    first = replies[0]
+                    continue
+                reply = first if first is not None else replies[0]
         except ResponseError as exc:
             if not _refuses_shebang(exc) or support.shebang_refused:
                 raise
