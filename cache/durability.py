@@ -80,8 +80,8 @@ class ReplicaWait:
     """Adds ``INFO`` and ``WAIT`` to a write's pipeline and checks the answers.
 
     ``WAIT`` needs its replica count before the answers that tell which replicas must acknowledge,
-    so it uses the count the previous write needed. If it grew since, the check says so
-    (``NotReplicated.guess_was_low``) and the record is sent once more, now waiting for them all.
+    so it uses the count the previous write needed. If it grew since, the check fails and the record
+    is sent once more at once (`cache.protocol.record_program`), now waiting for them all.
     """
 
     def __init__(self, policy: WaitPolicy) -> None:
@@ -141,14 +141,13 @@ class ReplicaWait:
         acknowledged = replica_offsets(after)
         must = promotable_replicas(views) | replica_offsets(before).keys() | acknowledged.keys()
         with self._lock:
-            guessed, self._needed = self._needed or 1, max(len(must), 1)
+            self._needed = max(len(must), 1)
         missing = sorted(replica for replica in must if acknowledged.get(replica, -1) < target)
         if not must or missing:
             names = ", ".join(f"{host}:{port}" for host, port in missing)
             raise NotReplicated(
                 f"the write reached {len(must) - len(missing)} of {max(len(must), 1)} required replica(s)"
-                + (f"; not acknowledged by {names}" if names else ""),
-                guess_was_low=guessed < len(must),
+                + (f"; not acknowledged by {names}" if names else "")
             )
 
 

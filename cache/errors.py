@@ -36,14 +36,7 @@ class CacheUnavailable(ClerkCacheError):
 
 
 class NotReplicated(CacheUnavailable):
-    """Fewer replicas than required acknowledged the write within the timeout (see `cache.durability`).
-
-    ``guess_was_low``: the write's ``WAIT`` asked for fewer replicas than turned out to be required, so
-    it may not have waited for the missing ones at all; the same write sent again waits for them all."""
-
-    def __init__(self, message: str, *, guess_was_low: bool = False) -> None:
-        super().__init__(message)
-        self.guess_was_low = guess_was_low
+    """Fewer replicas than required acknowledged the write within the timeout (see `cache.durability`)."""
 
 
 class ClerkError(ClerkCacheError):

@@ -353,11 +353,13 @@ def record_program(
                 replies = yield RedisPipeline((call, *durable.commands()))
                 try:
                     yield from _checked_program(durable, replies)
-                except NotReplicated as exc:
-                    if not exc.guess_was_low or first is not None:
+                except NotReplicated:
+                    if first is not None:
                         raise
-                    # Its WAIT may not have waited for the replicas it now knows are required. Sent again, the
-                    # record is a duplicate that still writes, and its WAIT (for them all) covers both runs.
+                    # Sent once more at once, before a 503: its WAIT may not have waited for every replica now
+                    # required (the count grew: one came back), or a replica's acknowledgement may have trailed
+                    # the offset checked (another client's write landed just before). Sent again, the record is
+                    # a duplicate that still writes, and its WAIT, for them all, covers both runs.
                     first = replies[0]
                     continue
                 reply = first if first is not None else replies[0]
