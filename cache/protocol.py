@@ -343,7 +343,7 @@ def record_program(
     durable = durable if durable is not None and durable.active else None
     if durable is not None:
         yield from _prime_program(durable)
-    first: Any = None  # the first run's reply, when a WAIT that asked for too few replicas made it run again
+    first: Any = None  # the first run's reply, once its failed check made the record run again
     while True:
         call = RunScript("record", tuple(keys), tuple(args), unflagged=support.shebang_refused)
         try:

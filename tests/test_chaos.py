@@ -205,29 +205,25 @@ def test_the_proxy_follows_the_primary_through_a_failover_and_its_cut_resets_eve
                 client.get("k")  # the live connection was reset...
             with pytest.raises(RedisConnectionError):
                 Redis.from_url(proxy.url, retry=None).ping()  # ...and a new one is refused during the hold
-            wait_until(lambda: _pings(proxy.url), 10, what="the proxy to accept again", poll_s=0.1)
+            wait_until(lambda: _port_reached(proxy.url) is not None, 10, what="the proxy to accept again", poll_s=0.1)
             old = topology.kill_primary()
             topology.wait_for_failover(old.port)
-
-            def reaches_new_primary() -> bool:
-                try:
-                    with Redis.from_url(proxy.url, socket_timeout=1, retry=None) as fresh:
-                        return bool(fresh.info("server")["tcp_port"] == topology.primary.port != old.port)
-                except RedisConnectionError:
-                    return False
-
-            wait_until(reaches_new_primary, 10, what="the proxy to follow the new primary", poll_s=0.1)
+            new = topology.primary.port
+            assert new != old.port
+            following = "the proxy to follow the new primary"
+            wait_until(lambda: _port_reached(proxy.url) == new, 10, what=following, poll_s=0.1)
         finally:
             proxy.close()
         assert port_free(proxy.port)
 
 
-def _pings(url: str) -> bool:
+def _port_reached(url: str) -> int | None:
+    """The port of the Redis a fresh connection to ``url`` reaches, or None if it is refused or reset."""
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     try:
         with Redis.from_url(url, socket_timeout=1, retry=None) as client:
-            return bool(client.ping())
+            return int(client.info("server")["tcp_port"])
     except RedisConnectionError:
-        return False
+        return None

@@ -463,8 +463,8 @@ def test_registrations_that_keep_failing_leave_no_subscription_open(own_redis: R
     must close it itself, or every retry (5 a second, for as long as Redis refuses the registration: under
     Sentinel, while a replica holds acknowledgements) keeps a connection open. Here the scripts are refused
     (an ACL), so every registration fails at once; the code before this left about one in two open."""
-    admin = own_redis.client()
-    admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pw", "~*", "&*", "+@all")
+    with own_redis.client() as default_user:
+        default_user.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pw", "~*", "&*", "+@all")
     admin = Redis(host="127.0.0.1", port=own_redis.port, username="admin", password="admin-pw")
     for command in ("-evalsha", "-eval", "-evalsha_ro", "-eval_ro", "-fcall", "-fcall_ro"):
         admin.execute_command("ACL", "SETUSER", "default", command)

@@ -58,9 +58,8 @@ class PrimaryProxy:
         with self._lock:
             self._refuse_until = time.monotonic() + hold_s
             pairs, self._pairs = self._pairs, []
-        for client, upstream, _ in pairs:
-            _reset(client)
-            _reset(upstream)
+        for pair in pairs:
+            _reset_pair(pair)
         return len(pairs)
 
     def close(self) -> None:
@@ -98,9 +97,8 @@ class PrimaryProxy:
                 self._target = target
                 stale = [pair for pair in self._pairs if pair[2] != target]
                 self._pairs = [pair for pair in self._pairs if pair[2] == target]
-            for client, upstream, _ in stale:
-                _reset(client)
-                _reset(upstream)
+            for pair in stale:
+                _reset_pair(pair)
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -119,9 +117,9 @@ class PrimaryProxy:
                 _reset(client)
                 continue
             upstream.settimeout(None)
-            with self._lock:
-                self._pairs.append((client, upstream, target))
             pair = (client, upstream, target)
+            with self._lock:
+                self._pairs.append(pair)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink, pair), name="proxy-pump", daemon=True).start()
 
@@ -133,11 +131,16 @@ class PrimaryProxy:
         except OSError:
             pass
         finally:
-            _reset(source)
-            _reset(sink)
+            _reset_pair(pair)
             with self._lock:
                 if pair in self._pairs:
                     self._pairs.remove(pair)
+
+
+def _reset_pair(pair: Pair) -> None:
+    client, upstream, _ = pair
+    _reset(client)
+    _reset(upstream)
 
 
 def _reset(sock: socket.socket) -> None:
